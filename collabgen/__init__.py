@@ -1,0 +1,20 @@
+"""collabgen: multi-turn collaboration training data with multiturn-aware rewards."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "Recipe", "run"]
+
+
+def __getattr__(name: str):
+    # Lazy so that `collabgen --help` and `import collabgen` stay instant.
+    if name == "Recipe":
+        from collabgen.config.recipe import Recipe
+
+        return Recipe
+    if name == "run":
+        from collabgen.engine.runner import run
+
+        return run
+    raise AttributeError(name)

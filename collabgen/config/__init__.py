@@ -1,0 +1,1 @@
+"""Configuration layer: pydantic models and the YAML loader. No I/O beyond reading the recipe."""

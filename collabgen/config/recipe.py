@@ -1,0 +1,321 @@
+"""The recipe: everything a run needs, validated before any model is called.
+
+`Recipe.from_yaml(path)` reads YAML, interpolates `${VAR}` / `${VAR:-default}` from the
+environment, and validates. Every error names the field, the file and the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from collabgen.config.errors import RecipeError
+from collabgen.config.yaml_lines import Location, line_of, load_yaml_with_lines
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class HubSource(_Strict):
+    """A dataset on the Hugging Face Hub (or any name `datasets.load_dataset` accepts)."""
+
+    name: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+
+class SourceConfig(_Strict):
+    """Where seeds come from: a local file (jsonl, json, parquet, csv) or a Hub dataset.
+
+    `fields` maps a seed field to the column holding it, e.g. `{problem: question}`.
+    """
+
+    path: Path | None = None
+    hub: HubSource | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceConfig:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` (a local seed file) or `hub` (a dataset name)")
+        return self
+
+
+class TaskConfig(_Strict):
+    """The task plugin by name (`math`, `document`, `code`, `clarify`, or `module:Class`)."""
+
+    type: str
+    source: SourceConfig
+    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Prices(_Strict):
+    """US dollars per million tokens, for cost estimates."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class ModelConfig(_Strict):
+    """One role's model: where it is served, how it samples, how hard to push it."""
+
+    backend: Literal["openai", "anthropic", "vllm"] = "openai"
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    concurrency: int = Field(default=16, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    parse_retries: int = Field(default=3, ge=0)
+    json_mode: bool = True
+    supports_n: bool = True
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    prices: Prices | None = None
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelsConfig(_Strict):
+    policy: ModelConfig
+    user: ModelConfig
+    judge: ModelConfig
+
+    @model_validator(mode="after")
+    def _role_defaults(self) -> ModelsConfig:
+        # The paper's public setup: assistant ~0.8, simulated user 1.0, judges 0.
+        for role, temperature in (("policy", 0.8), ("user", 1.0), ("judge", 0.0)):
+            config: ModelConfig = getattr(self, role)
+            if config.temperature is None:
+                config.temperature = temperature
+        return self
+
+    def roles(self) -> dict[str, ModelConfig]:
+        return {"policy": self.policy, "user": self.user, "judge": self.judge}
+
+
+class GenerationConfig(_Strict):
+    """The shape of the search: C candidates, S futures of `window` messages each."""
+
+    candidates: int = Field(default=2, ge=2)
+    futures: int = Field(default=3, ge=1)
+    window: int = Field(default=4, ge=1)
+    max_turns: int = Field(default=6, ge=1)
+    min_gap: float = Field(default=0.02, ge=0)
+    proactive_share: float = Field(default=0.5, ge=0, le=1)
+    system_prompt: str | None = None
+    seed: int = 0
+    conversations: int = Field(default=32, ge=1, description="conversations in flight at once")
+    max_failure_rate: float = Field(default=0.0, ge=0, le=1)
+
+
+class TokenPenaltyConfig(_Strict):
+    lambda_: float = Field(default=5e-4, alias="lambda", ge=0)
+    cap: float = Field(default=1.0, ge=0)
+
+
+class RewardConfig(_Strict):
+    """MR = mean over futures of sum(weight * metric). Metrics with no weight are not computed."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: {"interactivity": 1.0, "token_penalty": 1.0})
+    token_penalty: TokenPenaltyConfig = Field(default_factory=TokenPenaltyConfig)
+
+
+class OutputConfig(_Strict):
+    dir: Path
+    rows_per_shard: int = Field(default=1000, ge=1)
+
+
+class Recipe(_Strict):
+    task: TaskConfig
+    models: ModelsConfig
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    output: OutputConfig
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("reward")
+    @classmethod
+    def _weights_finite(cls, reward: RewardConfig) -> RewardConfig:
+        for name, weight in reward.weights.items():
+            if weight != weight or weight in (float("inf"), float("-inf")):
+                raise ValueError(f"weight of {name!r} must be a finite number")
+        return reward
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Recipe:
+        """Read, interpolate and validate a recipe file; errors name field, file and line."""
+        path = Path(path)
+        data, lines = load_yaml_with_lines(path)
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}:1: a recipe is a mapping with task, models, generation, reward, output")
+        data = _interpolate(data, (), path, lines)
+        return cls.from_dict(data, path=path, lines=lines)
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], path: Path | None = None, lines: dict[Location, int] | None = None
+    ) -> Recipe:
+        try:
+            recipe = cls.model_validate(data)
+        except ValidationError as err:
+            raise RecipeError(_describe(err, path, lines or {})) from None
+        recipe.source_file = path
+        recipe._check_against_task(lines or {})
+        return recipe
+
+    def _check_against_task(self, lines: dict[Location, int]) -> None:
+        """Validate what only the task plugin knows: its options and metric names."""
+        from collabgen.tasks.registry import resolve_task
+
+        try:
+            task_cls = resolve_task(self.task.type)
+        except KeyError as err:
+            raise RecipeError(_where(self.source_file, lines, ("task", "type")) + str(err.args[0])) from None
+        try:
+            task_cls.Options.model_validate(self.task.options)
+        except ValidationError as err:
+            raise RecipeError(_describe(err, self.source_file, lines, prefix=("task", "options"))) from None
+        known = set(task_cls.metrics) | {"interactivity", "token_penalty"}
+        for name in self.reward.weights:
+            if name not in known:
+                hint = _suggest(name, known)
+                raise RecipeError(
+                    _where(self.source_file, lines, ("reward", "weights", name))
+                    + f"reward.weights.{name}: unknown metric for task {task_cls.name!r}; "
+                    f"known: {', '.join(sorted(known))}{hint}"
+                )
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the data; concurrency, limits, paths and endpoints excluded."""
+        semantic = self.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude={
+                "output": True,
+                "task": {"limit", "offset"},
+                "generation": {"conversations", "max_failure_rate"},
+            },
+        )
+        for role in semantic["models"].values():
+            for key in (
+                "base_url", "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute",
+                "timeout", "max_retries", "prices", "engine_args",
+            ):
+                role.pop(key, None)
+        blob = json.dumps(semantic, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def public_dump(self) -> dict[str, Any]:
+        """The recipe as it may appear in a manifest or card: key *names*, never values."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _interpolate(value: Any, loc: Location, path: Path, lines: dict[Location, int]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, loc + (k,), path, lines) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, loc + (i,), path, lines) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found is not None:
+            return found
+        if default is not None:
+            return default
+        raise RecipeError(
+            _where(path, lines, loc)
+            + f"{_dotted(loc)}: environment variable {name} is not set (write ${{{name}:-default}} for a fallback)"
+        )
+
+    whole = _ENV_PATTERN.fullmatch(value)
+    result = _ENV_PATTERN.sub(substitute, value)
+    if whole:
+        # A value that is only `${VAR}` may stand for a number or boolean.
+        try:
+            return json.loads(result)
+        except ValueError:
+            return result
+    return result
+
+
+def _describe(err: ValidationError, path: Path | None, lines: dict[Location, int], prefix: Location = ()) -> str:
+    problems = []
+    for item in err.errors():
+        loc: Location = prefix + tuple(part for part in item["loc"] if not _is_union_tag(part))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            parent = _model_at(err, loc[:-1])
+            hint = _suggest(str(loc[-1]), parent) if parent else ""
+            message = f"unknown field{hint}"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        problems.append(_where(path, lines, loc) + f"{_dotted(loc)}: {message}")
+    return "invalid recipe:\n  " + "\n  ".join(problems)
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _model_at(err: ValidationError, loc: Location) -> set[str] | None:
+    """Field names valid at `loc` in the recipe model, for did-you-mean hints."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int) or model is None or not hasattr(model, "model_fields"):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _model_of(field.annotation)
+    if model is None or not hasattr(model, "model_fields"):
+        return None
+    names = set()
+    for name, field in model.model_fields.items():
+        names.add(field.alias or name)
+    return names
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _suggest(name: str, known: set[str] | None) -> str:
+    close = difflib.get_close_matches(name, sorted(known or ()), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _dotted(loc: Location) -> str:
+    return ".".join(str(p) for p in loc) or "<recipe>"
+
+
+def _where(path: Path | None, lines: dict[Location, int], loc: Location) -> str:
+    if path is None:
+        return ""
+    line = line_of(lines, loc)
+    return f"{path}:{line}: " if line else f"{path}: "

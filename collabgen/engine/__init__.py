@@ -1,0 +1,1 @@
+"""Engine layer: seeds, the collaboration loop, scoring, journal, and the run itself."""

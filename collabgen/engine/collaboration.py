@@ -1,0 +1,202 @@
+"""One conversation: the user simulator, candidates, futures, scoring, and the chosen path.
+
+Call plan per turn (C candidates, S futures, window w):
+- candidates: one request with n=k for the proactive share, one with n=C-k for the rest;
+- futures: the S first user replies to a candidate share one prompt, so one request with
+  n=S; then S * (w - 1) sequential messages, alternating assistant and user;
+- judges: per future, the interactivity judge plus whatever the task's metric needs.
+The next real user message is the best candidate's first future's user message: no
+extra call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from collabgen.config.recipe import GenerationConfig
+from collabgen.engine.records import Candidate, Future, TurnRecord
+from collabgen.engine.scoring import Scorer
+from collabgen.models.base import Message
+from collabgen.models.executor import RoleModel, request_seed
+from collabgen.models.usage import UsageBook
+from collabgen.prompting import TERMINATION_MARKER, Prompts
+from collabgen.tasks.base import SeedModel, Task
+
+
+def is_termination(text: str) -> bool:
+    return TERMINATION_MARKER in text
+
+
+@dataclass
+class Roles:
+    policy: RoleModel
+    user: RoleModel
+    judge: RoleModel
+
+
+class Collaboration:
+    """Runs the turns of one conversation; every request's sample seed is a pure function
+    of (run seed, conversation, turn, candidate, future, step), so a re-run asks exactly
+    the same requests and the cache answers them."""
+
+    def __init__(
+        self, *, task: Task, seed: SeedModel, conv_id: str, index: int, generation: GenerationConfig,
+        roles: Roles, prompts: Prompts, scorer: Scorer,
+    ) -> None:
+        self.task = task
+        self.seed = seed
+        self.conv_id = conv_id
+        self.index = index
+        self.gen = generation
+        self.roles = roles
+        self.prompts = prompts
+        self.scorer = scorer
+        self._user_system = prompts.render("user_simulator", task_brief=task.user_brief(seed, prompts))
+        self._proactive_system = prompts.render("proactive_system")
+        self._open_instruction = prompts.render("user_open")
+
+    def _seed(self, *parts: object) -> int:
+        return request_seed(self.gen.seed, self.conv_id, *parts)
+
+    # -- message views -------------------------------------------------------------
+
+    def policy_view(self, conversation: list[Message], proactive: bool = False) -> list[Message]:
+        system = self._proactive_system if proactive else self.gen.system_prompt
+        head = [{"role": "system", "content": system}] if system else []
+        return [*head, *conversation]
+
+    def user_view(self, conversation: list[Message]) -> list[Message]:
+        """The simulator's side: its own messages are `assistant`, the assistant's are `user`."""
+        flipped = [
+            {"role": "assistant" if m["role"] == "user" else "user", "content": m["content"]} for m in conversation
+        ]
+        return [
+            {"role": "system", "content": self._user_system},
+            {"role": "user", "content": self._open_instruction},
+            *flipped,
+        ]
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def open(self, ledger: UsageBook) -> list[Message]:
+        result = await self.roles.user.complete(
+            self.user_view([]), seed=self._seed("open"), stage="user_open", ledger=ledger
+        )
+        return [{"role": "user", "content": result.texts[0]}]
+
+    async def run(
+        self, history: list[Message] | None, first_turn: int, on_turn: Callable[[TurnRecord], Awaitable[None]]
+    ) -> None:
+        """Play turns from `first_turn` (resuming from `history`), reporting each finished one."""
+        if history is None:
+            ledger = UsageBook()
+            history = await self.open(ledger)
+            opening_usage = ledger
+        else:
+            opening_usage = UsageBook()
+        for turn in range(first_turn, self.gen.max_turns):
+            ledger = UsageBook()
+            ledger.merge(opening_usage)
+            opening_usage = UsageBook()
+            record = await self.play_turn(history, turn, ledger)
+            if turn == self.gen.max_turns - 1:
+                record.next_user = None
+            await on_turn(record)
+            next_history = record.history_after()
+            if next_history is None:
+                return
+            history = next_history
+
+    async def play_turn(self, history: list[Message], turn: int, ledger: UsageBook) -> TurnRecord:
+        candidates = await self.sample_candidates(history, turn, ledger)
+        await asyncio.gather(
+            *(self.roll_out_and_score(history, turn, i, c, ledger) for i, c in enumerate(candidates))
+        )
+        scores = [c.score for c in candidates]
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        worst = min(range(len(scores)), key=lambda i: (scores[i], -i))
+        first_future = candidates[best].futures[0]
+        next_user = first_future.messages[0]["content"]
+        return TurnRecord(
+            conv_id=self.conv_id, index=self.index, turn=turn, prompt=list(history), candidates=candidates,
+            best=best, worst=worst, next_user=None if is_termination(next_user) else next_user,
+            usage=ledger.to_dict(),
+        )
+
+    async def sample_candidates(self, history: list[Message], turn: int, ledger: UsageBook) -> list[Candidate]:
+        total = self.gen.candidates
+        proactive = round(total * self.gen.proactive_share)
+        groups = [(True, proactive), (False, total - proactive)]
+        results = await asyncio.gather(
+            *(
+                self.roles.policy.complete(
+                    self.policy_view(history, proactive=is_proactive), n=count,
+                    seed=self._seed(turn, "candidates", "proactive" if is_proactive else "plain"),
+                    stage="candidates", ledger=ledger,
+                )
+                for is_proactive, count in groups
+                if count
+            )
+        )
+        candidates: list[Candidate] = []
+        for (is_proactive, _), result in zip([g for g in groups if g[1]], results):
+            for text, tokens in zip(result.texts, result.completion_tokens):
+                candidates.append(Candidate(text=text, tokens=tokens, proactive=is_proactive))
+        return candidates
+
+    async def roll_out_and_score(
+        self, history: list[Message], turn: int, index: int, candidate: Candidate, ledger: UsageBook
+    ) -> None:
+        conversation = [*history, {"role": "assistant", "content": candidate.text}]
+        first = await self.roles.user.complete(
+            self.user_view(conversation), n=self.gen.futures, seed=self._seed(turn, index, "future-user"),
+            stage="future_user", ledger=ledger,
+        )
+        futures = await asyncio.gather(
+            *(
+                self.continue_future(conversation, turn, index, s, text, tokens, ledger)
+                for s, (text, tokens) in enumerate(zip(first.texts, first.completion_tokens))
+            )
+        )
+        candidate.futures = list(futures)
+        await asyncio.gather(
+            *(
+                self.scorer.score_future(
+                    self.seed, history, candidate, future, (self.gen.seed, self.conv_id, turn, index, s), ledger
+                )
+                for s, future in enumerate(candidate.futures)
+            )
+        )
+        Scorer.aggregate(candidate)
+
+    async def continue_future(
+        self, conversation: list[Message], turn: int, index: int, future_index: int, first_user: str,
+        first_tokens: int, ledger: UsageBook,
+    ) -> Future:
+        future = Future(
+            messages=[{"role": "user", "content": first_user}], tokens=[first_tokens],
+            terminated=is_termination(first_user),
+        )
+        step = 1
+        while not future.terminated and len(future.messages) < self.gen.window:
+            so_far = [*conversation, *future.messages]
+            if future.messages[-1]["role"] == "user":
+                result = await self.roles.policy.complete(
+                    self.policy_view(so_far), seed=self._seed(turn, index, future_index, step),
+                    stage="future_policy", ledger=ledger,
+                )
+                role = "assistant"
+            else:
+                result = await self.roles.user.complete(
+                    self.user_view(so_far), seed=self._seed(turn, index, future_index, step),
+                    stage="future_user", ledger=ledger,
+                )
+                role = "user"
+            text = result.texts[0]
+            future.messages.append({"role": role, "content": text})
+            future.tokens.append(result.completion_tokens[0])
+            future.terminated = role == "user" and is_termination(text)
+            step += 1
+        return future

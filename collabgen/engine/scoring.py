@@ -1,0 +1,120 @@
+"""Scoring one future: the task's extrinsic metrics, the interactivity judge, the token penalty.
+
+MR of a candidate = mean over its futures of sum(weight * metric). Metrics with no
+weight in the recipe are not computed, so they cost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from collabgen.config.recipe import RewardConfig
+from collabgen.engine.records import Candidate, Future
+from collabgen.models.base import Message
+from collabgen.models.executor import RoleModel, request_seed
+from collabgen.models.usage import UsageBook
+from collabgen.prompting import Prompts
+from collabgen.tasks.base import SeedModel, Task, transcript
+
+if TYPE_CHECKING:
+    from collabgen.sandbox import Sandbox
+
+
+class FutureTools:
+    """The judge and sandbox as one future's metrics see them (seeds pinned to the future)."""
+
+    def __init__(
+        self, judge: RoleModel, prompts: Prompts, sandbox_factory: Callable[[], Sandbox],
+        seed_base: tuple[object, ...], ledger: UsageBook,
+    ) -> None:
+        self.judge = judge
+        self.prompts = prompts
+        self._sandbox_factory = sandbox_factory
+        self._seed_base = seed_base
+        self._ledger = ledger
+
+    async def judge_json(
+        self, template: str, *, stage: str, validate: Callable[[dict[str, Any]], Any] | None = None, **variables: Any
+    ) -> Any:
+        messages = [{"role": "user", "content": self.prompts.render(template, **variables)}]
+        return await self.judge.complete_json(
+            messages, seed=request_seed(*self._seed_base, template), stage=stage, ledger=self._ledger,
+            validate=validate,
+        )
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sandbox_factory()
+
+
+def token_penalty(tokens: int, reward: RewardConfig) -> float:
+    """-min(lambda * tokens, cap): the cost of the assistant's words in the window."""
+    return -min(reward.token_penalty.lambda_ * tokens, reward.token_penalty.cap)
+
+
+def interactivity_score(reply: dict[str, Any]) -> float:
+    value = float(reply["interactivity"])
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"interactivity {value} outside 0..1")
+    return value
+
+
+class Scorer:
+    def __init__(
+        self, task: Task, reward: RewardConfig, judge: RoleModel, prompts: Prompts,
+        sandbox_factory: Callable[[], Sandbox],
+    ) -> None:
+        self.task = task
+        self.reward = reward
+        self.judge = judge
+        self.prompts = prompts
+        self.sandbox_factory = sandbox_factory
+        weights = reward.weights
+        self.wants_task = any(weights.get(m, 0.0) != 0.0 for m in task.metrics)
+        self.wants_interactivity = weights.get("interactivity", 0.0) != 0.0
+
+    async def score_future(
+        self, seed: SeedModel, history: list[Message], candidate: Candidate, future: Future,
+        seed_base: tuple[object, ...], ledger: UsageBook,
+    ) -> None:
+        tools = FutureTools(self.judge, self.prompts, self.sandbox_factory, seed_base, ledger)
+        full = [*history, {"role": "assistant", "content": candidate.text}, *future.messages]
+        jobs: dict[str, Any] = {}
+        if self.wants_task:
+            jobs["task"] = self.task.score(seed, full, tools)
+        if self.wants_interactivity:
+            evaluated = [{"role": "assistant", "content": candidate.text}, *future.messages]
+            jobs["interactivity"] = tools.judge_json(
+                "interactivity_judge", stage="interactivity", validate=interactivity_score,
+                history=transcript(history), evaluated=transcript(evaluated),
+            )
+        results = dict(zip(jobs, await asyncio.gather(*jobs.values())))
+        metrics: dict[str, float] = {}
+        if "task" in results:
+            metrics.update({name: float(results["task"][name]) for name in self.task.metrics})
+        if "interactivity" in results:
+            metrics["interactivity"] = results["interactivity"]
+        assistant_tokens = candidate.tokens + sum(
+            t for m, t in zip(future.messages, future.tokens) if m["role"] == "assistant"
+        )
+        metrics["token_penalty"] = token_penalty(assistant_tokens, self.reward)
+        future.metrics = metrics
+        future.score = sum(self.reward.weights.get(name, 0.0) * value for name, value in metrics.items())
+
+    @staticmethod
+    def aggregate(candidate: Candidate) -> None:
+        """A candidate's MR and per-metric means over its futures."""
+        futures = candidate.futures
+        names = sorted({name for f in futures for name in f.metrics})
+        candidate.metrics = {n: sum(f.metrics.get(n, 0.0) for f in futures) / len(futures) for n in names}
+        candidate.score = sum(f.score for f in futures) / len(futures)
+
+
+def metric_names(task: Task, reward: RewardConfig) -> list[str]:
+    """The metrics a run computes, in a fixed order: the task's, interactivity, token penalty."""
+    names = [m for m in task.metrics if reward.weights.get(m, 0.0) != 0.0]
+    if reward.weights.get("interactivity", 0.0) != 0.0:
+        names.append("interactivity")
+    return [*names, "token_penalty"]

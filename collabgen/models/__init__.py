@@ -1,0 +1,1 @@
+"""Model access: backends, request cache, limits, retries and usage, per role."""

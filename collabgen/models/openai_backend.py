@@ -1,0 +1,80 @@
+"""OpenAI chat-completions protocol: OpenAI, vLLM's server, SGLang, Ollama, llama.cpp."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+
+from collabgen.config.recipe import ModelConfig
+from collabgen.models.base import ChatRequest, ChatResult, PermanentError, TransientError, split_usage
+from collabgen.models.retry_after import retry_after_seconds
+
+
+class OpenAIBackend:
+    """Async client for any server speaking `POST /v1/chat/completions`."""
+
+    def __init__(self, config: ModelConfig, api_key: str | None) -> None:
+        self.config = config
+        self.supports_n = config.supports_n
+        self._client = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=api_key or "EMPTY",
+            max_retries=0,  # the executor retries, with one policy for every backend
+            timeout=config.timeout,
+        )
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        kwargs: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "n": request.n,
+        }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.top_p is not None:
+            kwargs["top_p"] = request.top_p
+        if request.max_tokens is not None:
+            kwargs["max_tokens"] = request.max_tokens
+        if request.json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
+        if self.config.extra_body:
+            kwargs["extra_body"] = self.config.extra_body
+        try:
+            response = await self._client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as err:
+            raise _classify(err) from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as err:
+            raise TransientError(f"{type(err).__name__}: {err}") from None
+        except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
+            raise TransientError(f"malformed response: {type(err).__name__}") from None
+        choices = sorted(response.choices or [], key=lambda c: c.index)
+        if len(choices) != request.n:
+            raise TransientError(f"asked for {request.n} choices, got {len(choices)}")
+        texts = [(c.message.content or "") if c.message else "" for c in choices]
+        usage = response.usage
+        completion_total = usage.completion_tokens if usage else 0
+        return ChatResult(
+            texts=texts,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=split_usage(completion_total, texts),
+            finish_reasons=[c.finish_reason or "stop" for c in choices],
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _classify(err: openai.APIStatusError) -> Exception:
+    status = err.status_code
+    message = f"HTTP {status} from {err.request.url if err.request else 'server'}: {_short(err)}"
+    if status in (408, 409, 425, 429) or status >= 500:
+        return TransientError(message, retry_after=retry_after_seconds(err.response.headers))
+    return PermanentError(message)
+
+
+def _short(err: Exception) -> str:
+    text = str(err)
+    return text if len(text) <= 300 else text[:300] + "..."

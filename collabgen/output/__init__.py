@@ -1,0 +1,1 @@
+"""Outputs: Parquet shards, manifest and dataset card, rebuilt from the journal."""

@@ -1,0 +1,84 @@
+"""The dataset card (`out/README.md`): Hub YAML configs, how the data was made, its numbers.
+
+Rendered from the task's template in `data_cards/` (packaged as `collabgen.data_cards`).
+No secret and no local path goes in: paths are relative to the out dir.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import polars as pl
+
+from collabgen.config.recipe import Recipe
+from collabgen.output.finalize import Written
+from collabgen.output.manifest import scrub
+from collabgen.tasks.base import Task
+
+
+def _size_category(rows: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return name
+    return "1M<n<10M"
+
+
+def score_summary(out_dir: Path) -> dict[str, Any]:
+    """Means of chosen vs rejected MR and of each metric, from the pairs shards."""
+    files = sorted((out_dir / "pairs").glob("*.parquet"))
+    if not files:
+        return {}
+    frame = pl.concat([pl.read_parquet(f) for f in files])
+    if frame.height == 0:
+        return {}
+    summary: dict[str, Any] = {
+        "score_chosen_mean": frame["score_chosen"].mean(),
+        "score_rejected_mean": frame["score_rejected"].mean(),
+        "gap_mean": (frame["score_chosen"] - frame["score_rejected"]).mean(),
+        "metrics": {},
+    }
+    for side in ("chosen", "rejected"):
+        struct = frame[f"metrics_{side}"].struct.unnest()
+        for name in struct.columns:
+            summary["metrics"].setdefault(name, {})[side] = struct[name].mean()
+    return summary
+
+
+def _template(task: Task) -> jinja2.Template:
+    folder = resources.files("collabgen.data_cards")
+    name = f"{task.name}.md.j2"
+    source = folder.joinpath(name) if folder.joinpath(name).is_file() else folder.joinpath("default.md.j2")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}f}"
+    return env.from_string(source.read_text(encoding="utf-8"))
+
+
+def write_card(
+    out_dir: Path, recipe: Recipe, task: Task, manifest: dict[str, Any], written: Written, secrets: list[str]
+) -> Path:
+    rows = max(written.pairs, written.sft, written.candidates)
+    example = None
+    if written.example:
+        last = written.example[-1]
+        example = [*last.prompt, {"role": "assistant", "content": last.candidates[last.best].text}]
+    text = _template(task).render(
+        task=task,
+        recipe=recipe,
+        models={role: c.model for role, c in recipe.models.roles().items()},
+        manifest=manifest,
+        counts=manifest["counts"],
+        usage=manifest["usage"]["by_role"],
+        size_category=_size_category(rows),
+        scores=score_summary(out_dir),
+        example=example,
+        lambda_=recipe.reward.token_penalty.lambda_,
+    )
+    path = out_dir / "README.md"
+    temp = path.with_name(".README.md.tmp")
+    temp.write_text(scrub(text, secrets), encoding="utf-8")
+    os.replace(temp, path)
+    return path

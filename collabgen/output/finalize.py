@@ -1,0 +1,82 @@
+"""Rebuilding the shards from the journal: sorted by seed and turn, one conversation in memory."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from collabgen.config.recipe import Recipe
+from collabgen.engine.journal import Journal, JournalIndex
+from collabgen.engine.records import TurnRecord
+from collabgen.models.usage import UsageBook
+from collabgen.output.rows import candidate_rows, candidates_schema, pair_row, pairs_schema, sft_row, sft_schema
+from collabgen.output.shards import ShardWriter
+
+CONFIGS = ("pairs", "sft", "candidates")
+
+
+@dataclass
+class Written:
+    pairs: int
+    sft: int
+    candidates: int
+    turns: int
+    usage: UsageBook
+    files: dict[str, list[str]]
+    example: list[TurnRecord]
+
+
+def write_shards(
+    recipe: Recipe, task_name: str, metric_names: list[str], journal: Journal, index: JournalIndex,
+    out_dir: Path, prefix: str = "part",
+) -> Written:
+    rows = recipe.output.rows_per_shard
+    writers = {
+        "pairs": ShardWriter(out_dir / "pairs", pairs_schema(metric_names), rows, prefix),
+        "sft": ShardWriter(out_dir / "sft", sft_schema(metric_names), rows, prefix),
+        "candidates": ShardWriter(out_dir / "candidates", candidates_schema(metric_names), rows, prefix),
+    }
+    by_conv: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for (conv, turn), offset in index.turns.items():
+        by_conv[conv].append((turn, offset))
+    usage = UsageBook()
+    turns = 0
+    example: list[TurnRecord] = []
+    system_prompt = recipe.generation.system_prompt
+    for conv in sorted(by_conv):
+        records = [journal.read_turn(offset) for _, offset in sorted(by_conv[conv])]
+        records = _contiguous(records)
+        for record in records:
+            turns += 1
+            usage.merge(UsageBook.from_dict(record.usage))
+            for row in candidate_rows(record, task_name, metric_names):
+                writers["candidates"].add(row)
+            pair = pair_row(record, task_name, metric_names, recipe.generation.min_gap, system_prompt)
+            if pair is not None:
+                writers["pairs"].add(pair)
+        end = index.ends.get(conv)
+        if records and end is not None and end.status == "ok":
+            writers["sft"].add(sft_row(records, task_name, metric_names, system_prompt))
+            if len(records) > len(example):
+                example = records
+    files = {name: [str(p.relative_to(out_dir)) for p in w.close()] for name, w in writers.items()}
+    return Written(
+        pairs=writers["pairs"].rows_written,
+        sft=writers["sft"].rows_written,
+        candidates=writers["candidates"].rows_written,
+        turns=turns,
+        usage=usage,
+        files=files,
+        example=example,
+    )
+
+
+def _contiguous(records: list[TurnRecord]) -> list[TurnRecord]:
+    """Turns 0..k with no gap (a gap can only come from a hand-edited journal)."""
+    kept = []
+    for expected, record in enumerate(records):
+        if record.turn != expected:
+            break
+        kept.append(record)
+    return kept

@@ -1,0 +1,167 @@
+"""From journal records to the three output configs (DESIGN section 3).
+
+- pairs: `prompt` (ends with a user message), `chosen`/`rejected` (one assistant
+  message each), `score_chosen`, `score_rejected`, per-metric breakdowns. Simulated
+  futures never go inside chosen/rejected: trainers train on every message there.
+- sft: `messages`, the conversation of chosen turns and simulated user turns.
+- candidates: every candidate with its MR, metric means and futures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from collabgen.engine.records import TurnRecord
+from collabgen.models.base import Message
+from collabgen.prompting import TERMINATION_MARKER
+
+MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+
+
+def metrics_type(names: list[str]) -> pl.Struct:
+    return pl.Struct({name: pl.Float64 for name in names})
+
+
+def pairs_schema(metric_names: list[str]) -> pl.Schema:
+    metrics = metrics_type(metric_names)
+    return pl.Schema(
+        {
+            "prompt": MESSAGES,
+            "chosen": MESSAGES,
+            "rejected": MESSAGES,
+            "score_chosen": pl.Float64,
+            "score_rejected": pl.Float64,
+            "conv_id": pl.String,
+            "turn": pl.Int32,
+            "task": pl.String,
+            "metrics_chosen": metrics,
+            "metrics_rejected": metrics,
+            "proactive_chosen": pl.Boolean,
+            "proactive_rejected": pl.Boolean,
+        }
+    )
+
+
+def sft_schema(metric_names: list[str]) -> pl.Schema:
+    return pl.Schema(
+        {
+            "messages": MESSAGES,
+            "conv_id": pl.String,
+            "task": pl.String,
+            "turns": pl.Int32,
+            "mean_score": pl.Float64,
+            "final_score": pl.Float64,
+            "final_metrics": metrics_type(metric_names),
+        }
+    )
+
+
+def candidates_schema(metric_names: list[str]) -> pl.Schema:
+    metrics = metrics_type(metric_names)
+    future = pl.Struct(
+        {"messages": MESSAGES, "score": pl.Float64, "metrics": metrics, "terminated": pl.Boolean}
+    )
+    return pl.Schema(
+        {
+            "conv_id": pl.String,
+            "turn": pl.Int32,
+            "candidate": pl.Int32,
+            "task": pl.String,
+            "prompt": MESSAGES,
+            "response": pl.String,
+            "proactive": pl.Boolean,
+            "tokens": pl.Int64,
+            "score": pl.Float64,
+            "metrics": metrics,
+            "chosen": pl.Boolean,
+            "rejected": pl.Boolean,
+            "futures": pl.List(future),
+        }
+    )
+
+
+def _with_system(messages: list[Message], system_prompt: str | None) -> list[Message]:
+    return [{"role": "system", "content": system_prompt}, *messages] if system_prompt else list(messages)
+
+
+def _metrics(values: dict[str, float], names: list[str]) -> dict[str, float | None]:
+    return {name: values.get(name) for name in names}
+
+
+def pair_row(
+    record: TurnRecord, task: str, metric_names: list[str], min_gap: float, system_prompt: str | None
+) -> dict[str, Any] | None:
+    """Best vs worst of a turn, or None when the gap is under `min_gap` or they are identical."""
+    best, worst = record.candidates[record.best], record.candidates[record.worst]
+    if record.best == record.worst or best.text == worst.text or best.score - worst.score < min_gap:
+        return None
+    return {
+        "prompt": _with_system(record.prompt, system_prompt),
+        "chosen": [{"role": "assistant", "content": best.text}],
+        "rejected": [{"role": "assistant", "content": worst.text}],
+        "score_chosen": best.score,
+        "score_rejected": worst.score,
+        "conv_id": record.conv_id,
+        "turn": record.turn,
+        "task": task,
+        "metrics_chosen": _metrics(best.metrics, metric_names),
+        "metrics_rejected": _metrics(worst.metrics, metric_names),
+        "proactive_chosen": best.proactive,
+        "proactive_rejected": worst.proactive,
+    }
+
+
+def candidate_rows(record: TurnRecord, task: str, metric_names: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "conv_id": record.conv_id,
+            "turn": record.turn,
+            "candidate": i,
+            "task": task,
+            "prompt": record.prompt,
+            "response": c.text,
+            "proactive": c.proactive,
+            "tokens": c.tokens,
+            "score": c.score,
+            "metrics": _metrics(c.metrics, metric_names),
+            "chosen": i == record.best,
+            "rejected": i == record.worst and record.worst != record.best,
+            "futures": [
+                {
+                    "messages": f.messages,
+                    "score": f.score,
+                    "metrics": _metrics(f.metrics, metric_names),
+                    "terminated": f.terminated,
+                }
+                for f in c.futures
+            ],
+        }
+        for i, c in enumerate(record.candidates)
+    ]
+
+
+def sft_row(
+    records: list[TurnRecord], task: str, metric_names: list[str], system_prompt: str | None
+) -> dict[str, Any]:
+    """The trajectory of chosen turns; ends on the last assistant message."""
+    last = records[-1]
+    messages = [*last.prompt, {"role": "assistant", "content": last.candidates[last.best].text}]
+    messages = [_strip_marker(m) for m in messages]
+    chosen_scores = [r.candidates[r.best].score for r in records]
+    return {
+        "messages": _with_system(messages, system_prompt),
+        "conv_id": last.conv_id,
+        "task": task,
+        "turns": len(records),
+        "mean_score": sum(chosen_scores) / len(chosen_scores),
+        "final_score": chosen_scores[-1],
+        "final_metrics": _metrics(last.candidates[last.best].metrics, metric_names),
+    }
+
+
+def _strip_marker(message: Message) -> Message:
+    if message["role"] == "user" and TERMINATION_MARKER in message["content"]:
+        return {**message, "content": message["content"].replace(TERMINATION_MARKER, "").strip()}
+    return message

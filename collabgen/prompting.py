@@ -1,0 +1,43 @@
+"""Prompt templates live as files in `collabgen/prompts/`; this renders them by name.
+
+Task plugins outside the package can pass their own folder with `extra_dirs`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+
+TERMINATION_MARKER = "[[TERMINATE CHAT]]"
+
+
+class Prompts:
+    """A jinja2 environment over the packaged templates (strict: a missing variable fails)."""
+
+    def __init__(self, extra_dirs: list[Path] | None = None) -> None:
+        self._dirs = [*(extra_dirs or []), PROMPTS_DIR]
+
+    @cached_property
+    def _env(self) -> jinja2.Environment:
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in self._dirs]),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+        )
+
+    def render(self, name: str, **variables: Any) -> str:
+        template = self._env.get_template(name if name.endswith(".j2") else f"{name}.j2")
+        return template.render(termination_marker=TERMINATION_MARKER, **variables).strip()
+
+    def check(self, names: list[str]) -> None:
+        """Load (parse) each template so a broken or missing one fails before any call."""
+        for name in names:
+            self._env.get_template(name if name.endswith(".j2") else f"{name}.j2")

@@ -1,0 +1,115 @@
+"""What a task plugin is.
+
+A task is one module: a `Seed` schema, the brief the user simulator gets (a template),
+the names of its extrinsic metrics, and `score()`, which reads a finished future and
+returns those metrics. Add one line to `collabgen.tasks.registry` for a built-in,
+or point a recipe at it with `task.type: package.module:ClassName`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from collabgen.config.errors import SeedError
+from collabgen.models.base import Message
+
+if TYPE_CHECKING:
+    from collabgen.prompting import Prompts
+    from collabgen.sandbox import Sandbox
+
+
+class TaskOptions(BaseModel):
+    """Options a task takes under `task.options` in the recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeedModel(BaseModel):
+    """Base of task seeds: extra source columns are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def digest(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ScoringTools(Protocol):
+    """What a task's metric may use: the judge role and the code sandbox."""
+
+    prompts: Prompts
+
+    async def judge_json(self, template: str, *, stage: str, **variables: Any) -> dict[str, Any]:
+        """Render `template`, ask the judge for a JSON object, parse it (bounded retries)."""
+        ...
+
+    @property
+    def sandbox(self) -> Sandbox: ...
+
+
+class Task(ABC):
+    """A collaboration task. Subclasses set the class variables and implement `score`."""
+
+    name: ClassVar[str]
+    Seed: ClassVar[type[SeedModel]]
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+    metrics: ClassVar[tuple[str, ...]]
+    user_template: ClassVar[str]
+    description: ClassVar[str] = ""
+    default_hub: ClassVar[str | None] = None
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = self.Options.model_validate(options or {})
+
+    def seed_from_row(self, row: dict[str, Any], fields: dict[str, str], where: str) -> SeedModel:
+        """Build a seed from a source row; `fields` maps seed field -> source column."""
+        values: dict[str, Any] = {}
+        for field in self.Seed.model_fields:
+            column = fields.get(field, field)
+            if column in row:
+                values[field] = row[column]
+        try:
+            return self.Seed.model_validate(values)
+        except ValidationError as err:
+            problems = []
+            for item in err.errors():
+                field = ".".join(str(p) for p in item["loc"]) or "row"
+                column = fields.get(field, field)
+                if item["type"] == "missing":
+                    problems.append(
+                        f"column {column!r} (seed field {field!r}) is missing; "
+                        f"the row has {sorted(row)}; map it with task.source.fields"
+                    )
+                else:
+                    problems.append(f"seed field {field!r} (column {column!r}): {item['msg']}")
+            raise SeedError(f"{where}: malformed seed row: " + "; ".join(problems)) from None
+
+    def user_brief(self, seed: SeedModel, prompts: Prompts) -> str:
+        """What the simulated user knows: the task and its hidden goal."""
+        return prompts.render(self.user_template, seed=seed, options=self.options)
+
+    def templates(self) -> list[str]:
+        """Templates this task renders, checked by `collabgen plan` before any call."""
+        return [self.user_template]
+
+    def judge_calls_per_future(self) -> int:
+        """Model calls `score` makes per future (for `collabgen plan`)."""
+        return 0
+
+    @abstractmethod
+    async def score(self, seed: SeedModel, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
+        """Extrinsic metrics of one finished future, each in 0..1, keyed by `metrics` names."""
+
+
+def assistant_messages(conversation: list[Message]) -> list[str]:
+    return [m["content"] for m in conversation if m["role"] == "assistant"]
+
+
+def transcript(conversation: list[Message]) -> str:
+    """A conversation as plain text for judges and extractors."""
+    return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in conversation if m["role"] != "system")
