@@ -26,7 +26,7 @@ def _console() -> Console:
 
 
 def _fail(err: CollabgenError) -> typer.Exit:
-    _console().print(f"[bold red]error:[/] {err}", markup=True, highlight=False)
+    _console().print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(err.exit_code)
 
 
@@ -64,7 +64,7 @@ def run(
         table.add_row(label, str(value))
     console.print(table)
     for failure in report.failures[:10]:
-        console.print(f"[red]failed[/] {failure['conv_id']}: {failure['reason']}", highlight=False)
+        console.print(f"[red]failed[/] {failure['conv_id']}: {failure['reason']}", highlight=False, soft_wrap=True)
     if len(report.failures) > 10:
         console.print(f"... and {len(report.failures) - 10} more in manifest.json")
     if report.exit_code:
@@ -94,10 +94,13 @@ def plan(recipe: RecipeArg) -> None:
     first = next(iter_seeds(checked.task, loaded.task), None)
     brief = len(checked.task.user_brief(first[1], checked.prompts)) // 4 if first else 300
     estimate = plan_run(loaded, checked.task, checked.seeds, brief_tokens=brief)
-    console.print(f"recipe ok: task {checked.task.name}, {checked.seeds} seeds, out dir {loaded.output.dir}")
+    console.print(
+        f"recipe ok: task {checked.task.name}, {checked.seeds} seeds, out dir {loaded.output.dir}", soft_wrap=True
+    )
     console.print(
         f"calls per conversation (upper bound, {loaded.generation.max_turns} turns): "
-        f"{estimate.calls_per_conversation:.0f}"
+        f"{estimate.calls_per_conversation:.0f}",
+        soft_wrap=True,
     )
     table = Table(title="estimate for the whole run (upper bound)")
     for column in ("role", "model", "calls", "prompt tokens", "completion tokens"):

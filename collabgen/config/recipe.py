@@ -84,6 +84,8 @@ class ModelConfig(_Strict):
     tokens_per_minute: int | None = Field(default=None, ge=1)
     timeout: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
+    retry_wait: float = Field(default=0.5, ge=0, description="first backoff in seconds; doubles, with jitter")
+    retry_max_wait: float = Field(default=30.0, ge=0)
     parse_retries: int = Field(default=3, ge=0)
     json_mode: bool = True
     supports_n: bool = True
@@ -216,7 +218,7 @@ class Recipe(_Strict):
         for role in semantic["models"].values():
             for key in (
                 "base_url", "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute",
-                "timeout", "max_retries", "prices", "engine_args",
+                "timeout", "max_retries", "retry_wait", "retry_max_wait", "prices", "engine_args",
             ):
                 role.pop(key, None)
         blob = json.dumps(semantic, sort_keys=True)

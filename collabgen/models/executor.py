@@ -49,7 +49,9 @@ class RoleModel:
             requests_per_minute=config.requests_per_minute,
             tokens_per_minute=config.tokens_per_minute,
         )
-        self._wait = wait_exponential_jitter(initial=0.5, max=30.0, jitter=1.0)
+        self._wait = wait_exponential_jitter(
+            multiplier=config.retry_wait, max=config.retry_max_wait, jitter=config.retry_wait
+        )
 
     async def complete(
         self,
@@ -86,13 +88,13 @@ class RoleModel:
             seed=seed,
             json_mode=json_mode and self.config.json_mode,
         )
-        key = RequestCache.key(self.config.backend, self.config.model, request) if self.cache else ""
+        key = RequestCache.key(self.config.backend, self.config.model, request) if self.cache is not None else ""
         if self.cache is not None:
             cached = self.cache.get(key)
             if cached is not None:
                 self._count(stage, cached, cached=True, ledger=ledger)
                 return cached
-        result = await self._call_with_retries(request, stage)
+        result = await self._call_with_retries(request, stage, ledger)
         if self.cache is not None:
             self.cache.put(key, result)
         self._count(stage, result, cached=False, ledger=ledger)
@@ -127,20 +129,20 @@ class RoleModel:
                     return validate(parsed)
                 except (KeyError, TypeError, ValueError):
                     pass
-            self.usage.record_retry(self.role, stage)
-        self.usage.record_failure(self.role, stage)
+            self._books(ledger, lambda b: b.record_retry(self.role, stage))
+        self._books(ledger, lambda b: b.record_failure(self.role, stage))
         preview = last[:120].replace("\n", " ")
         raise CallFailed(
             f"{self.role} ({self.config.model}) gave no parsable JSON in {self.config.parse_retries + 1} "
             f"attempts at stage {stage!r}; last reply: {preview!r}"
         )
 
-    async def _call_with_retries(self, request: ChatRequest, stage: str) -> ChatResult:
+    async def _call_with_retries(self, request: ChatRequest, stage: str, ledger: UsageBook | None) -> ChatResult:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=self._wait_for,
-            before_sleep=lambda _: self.usage.record_retry(self.role, stage),
+            before_sleep=lambda _: self._books(ledger, lambda b: b.record_retry(self.role, stage)),
             reraise=True,
         )
         try:
@@ -154,7 +156,7 @@ class RoleModel:
                         raise TransientError("empty reply")
                     return result
         except ModelError as err:
-            self.usage.record_failure(self.role, stage)
+            self._books(ledger, lambda b: b.record_failure(self.role, stage))
             raise CallFailed(f"{self.role} ({self.config.model}) failed at stage {stage!r}: {err}") from None
         raise AssertionError("unreachable")
 
@@ -163,6 +165,11 @@ class RoleModel:
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         return max(backoff, retry_after) if retry_after is not None else backoff
+
+    def _books(self, ledger: UsageBook | None, action: Callable[[UsageBook], None]) -> None:
+        action(self.usage)
+        if ledger is not None:
+            action(ledger)
 
     def _count(self, stage: str, result: ChatResult, *, cached: bool, ledger: UsageBook | None) -> None:
         for book in (self.usage, ledger):

@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from collabgen.cli import main
+
+main()
