@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from collabgen.config.errors import CollabgenError
@@ -26,7 +27,7 @@ def _console() -> Console:
 
 
 def _fail(err: CollabgenError) -> typer.Exit:
-    _console().print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+    _console().print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     return typer.Exit(err.exit_code)
 
 
@@ -64,7 +65,9 @@ def run(
         table.add_row(label, str(value))
     console.print(table)
     for failure in report.failures[:10]:
-        console.print(f"[red]failed[/] {failure['conv_id']}: {failure['reason']}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]failed[/] {failure['conv_id']}: {escape(str(failure['reason']))}", highlight=False, soft_wrap=True
+        )
     if len(report.failures) > 10:
         console.print(f"... and {len(report.failures) - 10} more in manifest.json")
     if report.exit_code:
@@ -95,7 +98,8 @@ def plan(recipe: RecipeArg) -> None:
     brief = len(checked.task.user_brief(first[1], checked.prompts)) // 4 if first else 300
     estimate = plan_run(loaded, checked.task, checked.seeds, brief_tokens=brief)
     console.print(
-        f"recipe ok: task {checked.task.name}, {checked.seeds} seeds, out dir {loaded.output.dir}", soft_wrap=True
+        f"recipe ok: task {checked.task.name}, {checked.seeds} seeds, out dir {escape(str(loaded.output.dir))}",
+        soft_wrap=True,
     )
     console.print(
         f"calls per conversation (upper bound, {loaded.generation.max_turns} turns): "

@@ -28,7 +28,7 @@ from collabgen.engine.scoring import Scorer, metric_names
 from collabgen.engine.seeds import iter_seeds
 from collabgen.models.cache import RequestCache
 from collabgen.models.executor import CallFailed
-from collabgen.models.registry import build_roles, check_keys, secret_values
+from collabgen.models.registry import build_roles, check_models, secret_values
 from collabgen.models.usage import UsageBook
 from collabgen.output.finalize import CONFIGS, write_shards
 from collabgen.output.manifest import build_manifest, write_json_atomic
@@ -81,7 +81,7 @@ def preflight(recipe: Recipe) -> Preflight:
     prompts = Prompts()
     prompts.check(["user_simulator", "user_open", "proactive_system", "interactivity_judge", *task.templates()])
     seeds = sum(1 for _ in iter_seeds(task, recipe.task))
-    check_keys(recipe)
+    check_models(recipe)
     return Preflight(task=task, prompts=prompts, seeds=seeds, metric_names=metric_names(task, recipe.reward))
 
 
@@ -189,10 +189,14 @@ async def run_async(
             await role.aclose()
         journal.close()
         cache.close()
-    return finalize(recipe, checked, out, usage, time.monotonic() - started)
+    prefix_share = {name: role.prefix.share() for name, role in roles.items()}
+    return finalize(recipe, checked, out, usage, time.monotonic() - started, prefix_share)
 
 
-def finalize(recipe: Recipe, checked: Preflight, out: Path, usage: UsageBook, elapsed: float) -> RunReport:
+def finalize(
+    recipe: Recipe, checked: Preflight, out: Path, usage: UsageBook, elapsed: float,
+    prefix_share: dict[str, float] | None = None,
+) -> RunReport:
     """Shards, manifest and card from the journal; safe to call again at any time."""
     journal = Journal(out / STATE_DIR / "journal.jsonl")
     try:
@@ -201,7 +205,7 @@ def finalize(recipe: Recipe, checked: Preflight, out: Path, usage: UsageBook, el
     finally:
         journal.close()
     secrets = secret_values(recipe)
-    manifest = build_manifest(recipe, index, written, usage, checked.seeds, elapsed)
+    manifest = build_manifest(recipe, index, written, usage, checked.seeds, elapsed, prefix_share)
     write_json_atomic(out / "manifest.json", manifest, secrets)
     from collabgen.output.card import write_card
 

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from collabgen.models.rate_headers import RateHint
+
 Message = dict[str, str]
 
 
@@ -36,6 +38,16 @@ class ChatResult:
     prompt_tokens: int = 0
     completion_tokens: list[int] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
+    rate_hint: RateHint | None = field(default=None, compare=False)
+
+    def cacheable(self) -> dict[str, object]:
+        """What the request cache stores: the reply, not the transient rate hint."""
+        return {
+            "texts": self.texts,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reasons": self.finish_reasons,
+        }
 
 
 class ModelError(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import asdict
 from pathlib import Path
 
 from collabgen.models.base import ChatRequest, ChatResult
@@ -37,7 +36,7 @@ class RequestCache:
 
     def put(self, key: str, result: ChatResult) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO calls (key, result) VALUES (?, ?)", (key, json.dumps(asdict(result)))
+            "INSERT OR REPLACE INTO calls (key, result) VALUES (?, ?)", (key, json.dumps(result.cacheable()))
         )
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ from collabgen.config.recipe import ModelConfig
 from collabgen.models.base import ChatBackend, ChatRequest, ChatResult, Message, ModelError, TransientError
 from collabgen.models.cache import RequestCache
 from collabgen.models.limits import RateLimiter
+from collabgen.models.prefix import PrefixMeter
 from collabgen.models.usage import UsageBook
 
 
@@ -49,6 +50,7 @@ class RoleModel:
             requests_per_minute=config.requests_per_minute,
             tokens_per_minute=config.tokens_per_minute,
         )
+        self.prefix = PrefixMeter()
         self._wait = wait_exponential_jitter(
             multiplier=config.retry_wait, max=config.retry_max_wait, jitter=config.retry_wait
         )
@@ -94,6 +96,7 @@ class RoleModel:
             if cached is not None:
                 self._count(stage, cached, cached=True, ledger=ledger)
                 return cached
+        self.prefix.observe(messages)
         result = await self._call_with_retries(request, stage, ledger)
         if self.cache is not None:
             self.cache.put(key, result)
@@ -152,6 +155,8 @@ class RoleModel:
                     async with self.limiter.slot(estimate):
                         result = await self.backend.complete(request)
                     self.limiter.observe(result.prompt_tokens + sum(result.completion_tokens) - estimate)
+                    if result.rate_hint is not None:
+                        self.limiter.pause(result.rate_hint.pause_seconds())
                     if any(not text.strip() for text in result.texts):
                         raise TransientError("empty reply")
                     return result
@@ -164,7 +169,10 @@ class RoleModel:
         backoff = self._wait(state)
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
-        return max(backoff, retry_after) if retry_after is not None else backoff
+        if retry_after is None:
+            return backoff
+        self.limiter.pause(retry_after)  # the server's word holds for every request of this role
+        return max(backoff, retry_after)
 
     def _books(self, ledger: UsageBook | None, action: Callable[[UsageBook], None]) -> None:
         action(self.usage)

@@ -28,6 +28,7 @@ class RateLimiter:
         self._starts: deque[float] = deque()
         self._tokens: deque[tuple[float, int]] = deque()
         self._lock = asyncio.Lock()
+        self._paused_until = 0.0
         self.in_flight = 0
 
     @asynccontextmanager
@@ -40,12 +41,19 @@ class RateLimiter:
             finally:
                 self.in_flight -= 1
 
+    def pause(self, seconds: float) -> None:
+        """Hold new requests for `seconds` (a provider said its budget is spent)."""
+        if seconds > 0:
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
     def observe(self, token_correction: int) -> None:
         """Correct the token estimate of the last admitted call with the real usage."""
         if self._tpm is not None and token_correction:
             self._tokens.append((time.monotonic(), token_correction))
 
     async def _admit(self, tokens: int) -> None:
+        while (wait := self._paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         if self._rpm is None and self._tpm is None:
             return
         async with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ import openai
 
 from collabgen.config.recipe import ModelConfig
 from collabgen.models.base import ChatRequest, ChatResult, PermanentError, TransientError, split_usage
+from collabgen.models.rate_headers import rate_hint_from_headers
 from collabgen.models.retry_after import retry_after_seconds
 
 
@@ -43,7 +45,10 @@ class OpenAIBackend:
         if self.config.extra_body:
             kwargs["extra_body"] = self.config.extra_body
         try:
-            response = await self._client.chat.completions.create(**kwargs)
+            raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+            response = raw.parse()
+            if inspect.isawaitable(response):  # the async clients' raw responses parse lazily
+                response = await response
         except openai.APIStatusError as err:
             raise _classify(err) from None
         except (openai.APITimeoutError, openai.APIConnectionError) as err:
@@ -61,6 +66,7 @@ class OpenAIBackend:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=split_usage(completion_total, texts),
             finish_reasons=[c.finish_reason or "stop" for c in choices],
+            rate_hint=rate_hint_from_headers(raw.headers),
         )
 
     async def aclose(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from collabgen.config.errors import RecipeError
@@ -14,6 +15,8 @@ from collabgen.models.usage import UsageBook
 
 def resolve_api_key(role: str, config: ModelConfig) -> str | None:
     """The key from the variable the recipe names; an unset variable is an error by name."""
+    if config.backend == "vllm":
+        return None
     if config.api_key_env is None:
         if config.backend == "anthropic" and config.base_url is None:
             raise RecipeError(f"models.{role}.api_key_env: the Anthropic API needs a key; name its variable, e.g. ANTHROPIC_API_KEY")
@@ -29,9 +32,14 @@ def resolve_api_key(role: str, config: ModelConfig) -> str | None:
     return value
 
 
-def check_keys(recipe: Recipe) -> None:
+def check_models(recipe: Recipe) -> None:
+    """Keys present and optional backends installed, before any call."""
     for role, config in recipe.models.roles().items():
         resolve_api_key(role, config)
+        if config.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            from collabgen.models.vllm_backend import INSTALL_HINT
+
+            raise RecipeError(f"models.{role}.backend: {INSTALL_HINT}")
 
 
 def secret_values(recipe: Recipe) -> list[str]:
@@ -41,7 +49,17 @@ def secret_values(recipe: Recipe) -> list[str]:
     return [v for v in (os.environ.get(n) for n in sorted(names)) if v and len(v) >= 4]
 
 
-def build_backend(role: str, config: ModelConfig) -> ChatBackend:
+def build_backend(role: str, config: ModelConfig, engines: dict[str, ChatBackend] | None = None) -> ChatBackend:
+    if config.backend == "vllm":
+        # Roles served by the same local model share one engine (and its prefix cache).
+        from collabgen.models.vllm_backend import VLLMBackend, engine_kwargs
+
+        engines = {} if engines is None else engines
+        key = repr(sorted(engine_kwargs(config).items()))
+        shared = engines.get(key)
+        backend = VLLMBackend(config, engine=shared.engine if isinstance(shared, VLLMBackend) else None)
+        engines.setdefault(key, backend)
+        return backend
     api_key = resolve_api_key(role, config)
     if config.backend == "openai":
         from collabgen.models.openai_backend import OpenAIBackend
@@ -51,16 +69,13 @@ def build_backend(role: str, config: ModelConfig) -> ChatBackend:
         from collabgen.models.anthropic_backend import AnthropicBackend
 
         return AnthropicBackend(config, api_key)
-    if config.backend == "vllm":
-        from collabgen.models.vllm_backend import VLLMBackend
-
-        return VLLMBackend(config)
     raise RecipeError(f"models.{role}.backend: unknown backend {config.backend!r}")
 
 
 def build_roles(recipe: Recipe, cache: RequestCache | None, usage: UsageBook) -> dict[str, RoleModel]:
     """One RoleModel per role; roles on the same vLLM model share one in-process engine."""
+    engines: dict[str, ChatBackend] = {}
     return {
-        role: RoleModel(role, config, build_backend(role, config), cache, usage)
+        role: RoleModel(role, config, build_backend(role, config, engines), cache, usage)
         for role, config in recipe.models.roles().items()
     }

@@ -40,7 +40,7 @@ def cost(usage: UsageBook, recipe: Recipe) -> dict[str, float] | None:
 
 def build_manifest(
     recipe: Recipe, index: JournalIndex, written: Written, run_usage: UsageBook, seeds_total: int,
-    elapsed_seconds: float,
+    elapsed_seconds: float, prefix_share: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     ends = index.ends
     failures = [
@@ -73,6 +73,7 @@ def build_manifest(
         "this_run": {
             "by_role": {role: vars(t) for role, t in run_usage.by_role().items()},
             "elapsed_seconds": round(elapsed_seconds, 3),
+            "prefix_share": {role: round(share, 4) for role, share in (prefix_share or {}).items()},
         },
         "cost_usd": cost(data_usage, recipe),
         "files": written.files,
