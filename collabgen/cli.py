@@ -39,15 +39,31 @@ def run(
     recipe: RecipeArg,
     overwrite: Annotated[bool, typer.Option(help="discard an out dir made by a different recipe")] = False,
     progress: Annotated[Optional[bool], typer.Option(help="live progress (default: on a terminal)")] = None,
+    shard: Annotated[
+        Optional[str], typer.Option(help="run slice i of n (i/n) of the seeds, for array jobs; join with merge")
+    ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="run slices as Ray tasks and merge them")] = False,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start or find one)")] = None,
+    slices: Annotated[Optional[int], typer.Option(help="number of Ray slices (default: cluster CPUs)")] = None,
 ) -> None:
     """Run a recipe: seeds -> conversations -> pairs/, sft/, candidates/ shards. Resumes."""
     from collabgen.config.recipe import Recipe
     from collabgen.engine.runner import run_async
+    from collabgen.engine.slices import Slice
 
     console = _console()
     try:
         loaded = Recipe.from_yaml(recipe)
-        report = asyncio.run(run_async(loaded, overwrite=overwrite, console=console, progress=progress))
+        if ray:
+            from collabgen.engine.distributed import run_on_ray
+
+            result = run_on_ray(loaded, slices=slices, address=address, overwrite=overwrite)
+            counts = result["manifest"]["counts"]
+            console.print(f"ray: {len(result['slices'])} slices merged into {loaded.output.dir}: {counts}")
+            failed = counts["conversations_failed"] + counts["conversations_unfinished"]
+            raise typer.Exit(1 if failed > loaded.generation.max_failure_rate * counts["seeds"] else 0)
+        part = Slice.parse(shard) if shard else None
+        report = asyncio.run(run_async(loaded, overwrite=overwrite, console=console, progress=progress, part=part))
     except CollabgenError as err:
         raise _fail(err) from None
     table = Table(title=f"collabgen run: {report.out_dir}", show_header=False)
@@ -119,6 +135,22 @@ def plan(recipe: RecipeArg) -> None:
             row.append(f"{costs.get(role, 0.0):,.2f}")
         table.add_row(*row)
     console.print(table)
+
+
+@app.command()
+def merge(out_dir: Annotated[Path, typer.Argument(help="out dir the slices wrote into")]) -> None:
+    """Join the outputs of `run --shard i/n` slices: one manifest and card over all shards."""
+    from collabgen.output.merge import merge_outputs
+
+    try:
+        manifest = merge_outputs(out_dir)
+    except CollabgenError as err:
+        raise _fail(err) from None
+    console = _console()
+    console.print(f"merged {len(manifest['slices']['present'])} slices: {manifest['counts']}", soft_wrap=True)
+    if manifest["slices"]["missing"]:
+        console.print(f"[bold red]missing slices:[/] {manifest['slices']['missing']}")
+        raise typer.Exit(1)
 
 
 def main() -> None:

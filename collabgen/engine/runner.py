@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -21,11 +22,12 @@ from rich.console import Console
 from collabgen.config.errors import OutputConflictError
 from collabgen.config.recipe import Recipe
 from collabgen.engine.collaboration import Collaboration, Roles
-from collabgen.engine.journal import Journal, JournalIndex
+from collabgen.engine.journal import Journal
 from collabgen.engine.progress import RunProgress
 from collabgen.engine.records import EndRecord, TurnRecord
 from collabgen.engine.scoring import Scorer, metric_names
 from collabgen.engine.seeds import iter_seeds
+from collabgen.engine.slices import STATE_DIR, Slice, shard_prefix, state_dir
 from collabgen.models.cache import RequestCache
 from collabgen.models.executor import CallFailed
 from collabgen.models.registry import build_roles, check_models, secret_values
@@ -37,8 +39,6 @@ from collabgen.tasks.base import SeedModel, Task
 from collabgen.tasks.registry import resolve_task
 
 log = logging.getLogger("collabgen")
-
-STATE_DIR = ".collabgen"
 
 
 @dataclass
@@ -76,18 +76,18 @@ class Preflight:
     metric_names: list[str]
 
 
-def preflight(recipe: Recipe) -> Preflight:
+def preflight(recipe: Recipe, part: Slice | None = None) -> Preflight:
     task = resolve_task(recipe.task.type)(recipe.task.options)
     prompts = Prompts()
     prompts.check(["user_simulator", "user_open", "proactive_system", "interactivity_judge", *task.templates()])
-    seeds = sum(1 for _ in iter_seeds(task, recipe.task))
+    seeds = sum(1 for index, _ in iter_seeds(task, recipe.task) if part is None or part.contains(index))
     check_models(recipe)
     return Preflight(task=task, prompts=prompts, seeds=seeds, metric_names=metric_names(task, recipe.reward))
 
 
 def prepare_out_dir(recipe: Recipe, overwrite: bool) -> Path:
     """Refuse to mix two recipes in one out dir; with `overwrite`, start afresh (the
-    request cache is kept: requests are keyed by content, so it stays correct)."""
+    request caches are kept: requests are keyed by content, so they stay correct)."""
     out = recipe.output.dir
     state = out / STATE_DIR
     stamp = state / "recipe.json"
@@ -104,15 +104,20 @@ def prepare_out_dir(recipe: Recipe, overwrite: bool) -> Path:
     elif overwrite:
         _discard_outputs(out)
     state.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
+    temp = stamp.with_name(f".recipe.json.{os.getpid()}.tmp")
+    temp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
+    os.replace(temp, stamp)  # slices may stamp at once
     return out
 
 
 def _discard_outputs(out: Path) -> None:
     for name in CONFIGS:
         shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("manifest.json", "README.md", f"{STATE_DIR}/journal.jsonl", f"{STATE_DIR}/recipe.json"):
+    for name in ("manifest.json", "README.md", f"{STATE_DIR}/journal.jsonl", f"{STATE_DIR}/recipe.json",
+                 f"{STATE_DIR}/manifest.json"):
         (out / name).unlink(missing_ok=True)
+    for journal in (out / STATE_DIR / "slices").glob("*/journal.jsonl"):
+        journal.unlink()
 
 
 class _LazySandbox:
@@ -130,13 +135,20 @@ class _LazySandbox:
 
 
 async def run_async(
-    recipe: Recipe, *, overwrite: bool = False, console: Console | None = None, progress: bool | None = None
+    recipe: Recipe,
+    *,
+    overwrite: bool = False,
+    console: Console | None = None,
+    progress: bool | None = None,
+    part: Slice | None = None,
 ) -> RunReport:
+    """Run the recipe (or one slice of its seeds); resumes from the journal if there is one."""
     started = time.monotonic()
     console = console or Console(stderr=True)
-    checked = preflight(recipe)
+    checked = preflight(recipe, part)
     out = prepare_out_dir(recipe, overwrite)
-    state = out / STATE_DIR
+    state = state_dir(out, part)
+    state.mkdir(parents=True, exist_ok=True)
     usage = UsageBook()
     cache = RequestCache(state / "cache.sqlite")
     roles = build_roles(recipe, cache, usage)
@@ -176,7 +188,7 @@ async def run_async(
 
     async def worker(bar: RunProgress) -> None:
         for position, seed in seeds:  # a shared iterator: each seed goes to one worker
-            if position in done:
+            if position in done or (part is not None and not part.contains(position)):
                 continue
             await converse(position, seed, bar)
 
@@ -190,26 +202,34 @@ async def run_async(
         journal.close()
         cache.close()
     prefix_share = {name: role.prefix.share() for name, role in roles.items()}
-    return finalize(recipe, checked, out, usage, time.monotonic() - started, prefix_share)
+    return finalize(recipe, checked, out, usage, time.monotonic() - started, prefix_share, part)
 
 
 def finalize(
     recipe: Recipe, checked: Preflight, out: Path, usage: UsageBook, elapsed: float,
-    prefix_share: dict[str, float] | None = None,
+    prefix_share: dict[str, float] | None = None, part: Slice | None = None,
 ) -> RunReport:
-    """Shards, manifest and card from the journal; safe to call again at any time."""
-    journal = Journal(out / STATE_DIR / "journal.jsonl")
+    """Shards and manifest from the journal (and the card, unless this is one slice of
+    several: `collabgen merge` writes that); safe to call again at any time."""
+    state = state_dir(out, part)
+    journal = Journal(state / "journal.jsonl")
     try:
         index = journal.index()
-        written = write_shards(recipe, checked.task.name, checked.metric_names, journal, index, out)
+        written = write_shards(
+            recipe, checked.task.name, checked.metric_names, journal, index, out, prefix=shard_prefix(part)
+        )
     finally:
         journal.close()
     secrets = secret_values(recipe)
     manifest = build_manifest(recipe, index, written, usage, checked.seeds, elapsed, prefix_share)
-    write_json_atomic(out / "manifest.json", manifest, secrets)
-    from collabgen.output.card import write_card
+    if part is not None:
+        manifest["slice"] = f"{part.index}/{part.count}"
+        write_json_atomic(state / "manifest.json", manifest, secrets)
+    else:
+        write_json_atomic(out / "manifest.json", manifest, secrets)
+        from collabgen.output.card import write_card
 
-    write_card(out, recipe, checked.task, manifest, written, secrets)
+        write_card(out, recipe, checked.task, manifest, secrets)
     total = usage.total()
     counts = manifest["counts"]
     return RunReport(

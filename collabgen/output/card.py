@@ -15,7 +15,6 @@ import jinja2
 import polars as pl
 
 from collabgen.config.recipe import Recipe
-from collabgen.output.finalize import Written
 from collabgen.output.manifest import scrub
 from collabgen.tasks.base import Task
 
@@ -57,14 +56,21 @@ def _template(task: Task) -> jinja2.Template:
     return env.from_string(source.read_text(encoding="utf-8"))
 
 
-def write_card(
-    out_dir: Path, recipe: Recipe, task: Task, manifest: dict[str, Any], written: Written, secrets: list[str]
-) -> Path:
-    rows = max(written.pairs, written.sft, written.candidates)
-    example = None
-    if written.example:
-        last = written.example[-1]
-        example = [*last.prompt, {"role": "assistant", "content": last.candidates[last.best].text}]
+def example_conversation(out_dir: Path) -> list[dict[str, str]] | None:
+    """The longest trajectory of the first SFT shard: one real example for the card."""
+    files = sorted((out_dir / "sft").glob("*.parquet"))
+    if not files:
+        return None
+    frame = pl.read_parquet(files[0], columns=["messages", "turns"])
+    if frame.height == 0:
+        return None
+    return frame.sort("turns", descending=True, maintain_order=True)["messages"][0].to_list()
+
+
+def write_card(out_dir: Path, recipe: Recipe, task: Task, manifest: dict[str, Any], secrets: list[str]) -> Path:
+    counts = manifest["counts"]
+    rows = max(counts["pairs"], counts["sft"], counts["candidates"])
+    example = example_conversation(out_dir)
     text = _template(task).render(
         task=task,
         recipe=recipe,

@@ -24,7 +24,6 @@ class Written:
     turns: int
     usage: UsageBook
     files: dict[str, list[str]]
-    example: list[TurnRecord]
 
 
 def write_shards(
@@ -42,7 +41,6 @@ def write_shards(
         by_conv[conv].append((turn, offset))
     usage = UsageBook()
     turns = 0
-    example: list[TurnRecord] = []
     system_prompt = recipe.generation.system_prompt
     for conv in sorted(by_conv):
         records = [journal.read_turn(offset) for _, offset in sorted(by_conv[conv])]
@@ -58,8 +56,6 @@ def write_shards(
         end = index.ends.get(conv)
         if records and end is not None and end.status == "ok":
             writers["sft"].add(sft_row(records, task_name, metric_names, system_prompt))
-            if len(records) > len(example):
-                example = records
     files = {name: [str(p.relative_to(out_dir)) for p in w.close()] for name, w in writers.items()}
     return Written(
         pairs=writers["pairs"].rows_written,
@@ -68,7 +64,6 @@ def write_shards(
         turns=turns,
         usage=usage,
         files=files,
-        example=example,
     )
 
 
