@@ -137,6 +137,59 @@ def plan(recipe: RecipeArg) -> None:
     console.print(table)
 
 
+@app.command(name="eval")
+def evaluate_policies(
+    recipe: RecipeArg,
+    policy: Annotated[
+        list[str],
+        typer.Option(help="MODEL or name=N,model=M,base_url=U,... (repeat to compare; the first is the baseline)"),
+    ],
+) -> None:
+    """Benchmark policies the paper's way: whole conversations with the simulated user."""
+    from collabgen.config.recipe import Recipe
+    from collabgen.engine.evaluation import eval_dir, evaluate, parse_policy_spec
+    from collabgen.models.registry import resolve_api_key, secret_values
+    from collabgen.output.eval_report import build_report, render_markdown
+    from collabgen.output.manifest import scrub, write_json_atomic
+
+    console = Console()
+    try:
+        loaded = Recipe.from_yaml(recipe)
+        specs = [parse_policy_spec(text, loaded.models.policy) for text in policy]
+        for role, config in [("user", loaded.models.user), ("judge", loaded.models.judge)] + [
+            (f"--policy {s.name}", s.config) for s in specs
+        ]:
+            resolve_api_key(role, config)
+        results = asyncio.run(evaluate(loaded, specs))
+    except CollabgenError as err:
+        raise _fail(err) from None
+    report = build_report(loaded, specs, results)
+    out = eval_dir(loaded)
+    secrets = secret_values(loaded)
+    write_json_atomic(out / "report.json", report, secrets)
+    (out / "report.md").write_text(scrub(render_markdown(report), secrets), encoding="utf-8")
+    table = Table(title=f"collabgen eval: {loaded.task.type} (mean [95% CI])")
+    table.add_column("policy")
+    table.add_column("n", justify="right")
+    for metric in report["metrics"]:
+        table.add_column(metric, justify="right")
+    for name, summary in report["policies"].items():
+        table.add_row(name, str(summary["conversations"]), *(
+            f"{summary['metrics'][m]['mean']:.3f} [{summary['metrics'][m]['low']:.3f}, {summary['metrics'][m]['high']:.3f}]"
+            for m in report["metrics"]
+        ))
+    for label, diff in report["paired"].items():
+        table.add_row(f"Δ {label}", str(diff["seeds"]), *(
+            f"{diff['metrics'][m]['mean']:+.3f} [{diff['metrics'][m]['low']:+.3f}, {diff['metrics'][m]['high']:+.3f}]"
+            for m in report["metrics"]
+        ))
+    console.print(table)
+    console.print(f"report: {escape(str(out / 'report.md'))} and report.json", soft_wrap=True)
+    failed = sum(p["failed"] for p in report["policies"].values())
+    total = failed + sum(p["conversations"] for p in report["policies"].values())
+    raise typer.Exit(1 if total and failed / total > loaded.generation.max_failure_rate else 0)
+
+
 @app.command()
 def merge(out_dir: Annotated[Path, typer.Argument(help="out dir the slices wrote into")]) -> None:
     """Join the outputs of `run --shard i/n` slices: one manifest and card over all shards."""
@@ -151,6 +204,84 @@ def merge(out_dir: Annotated[Path, typer.Argument(help="out dir the slices wrote
     if manifest["slices"]["missing"]:
         console.print(f"[bold red]missing slices:[/] {manifest['slices']['missing']}")
         raise typer.Exit(1)
+
+
+@app.command()
+def push(
+    out_dir: Annotated[Path, typer.Argument(help="a collabgen out dir (holds manifest.json)", show_default=False)],
+    repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo, ORG/NAME (created if missing)",
+                                      show_default=False)],
+    private: Annotated[bool, typer.Option("--private", help="create the repo private (ignored if it exists)")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="branch to commit to, created if missing (default: main)",
+                                                    show_default=False)] = None,
+    token_env: Annotated[str, typer.Option(help="environment variable holding the Hub token")] = "HF_TOKEN",
+    large: Annotated[bool, typer.Option("--large", help="resumable multi-commit upload for very large folders "
+                                        "(not atomic; re-run to resume)")] = False,
+) -> None:
+    """Upload shards, card and manifest to a Hub dataset repo in one commit (never .collabgen/)."""
+    from collabgen.hub import push as push_to_hub
+
+    console = Console()
+    try:
+        result = push_to_hub(out_dir, repo, private=private, revision=revision, token_env=token_env, large=large)
+    except CollabgenError as err:
+        raise _fail(err) from None
+    console.print(f"pushed {len(result.uploaded)} files to {result.repo_id}@{result.revision}", soft_wrap=True)
+    if result.deleted:
+        console.print(f"deleted {len(result.deleted)} stale shards: {', '.join(result.deleted)}", soft_wrap=True)
+    if result.commit_url:
+        console.print(f"commit: {result.commit_url}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def inspect(
+    out_dir: Annotated[Path, typer.Argument(help="a collabgen out dir", show_default=False)],
+    conv: Annotated[Optional[str], typer.Option("--conv", help="show one conversation turn by turn",
+                                                show_default=False)] = None,
+    bins: Annotated[int, typer.Option(min=2, max=50, help="histogram bins")] = 10,
+) -> None:
+    """Counts, MR histograms, metric means, failures and token usage of an out dir; or one conversation."""
+    from collabgen.inspection import conversation, summary
+
+    console = Console()
+    try:
+        if conv is None:
+            summary(out_dir, console, bins=bins)
+        else:
+            conversation(out_dir, conv, console)
+    except CollabgenError as err:
+        raise _fail(err) from None
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="a collabgen out dir", show_default=False)],
+    to: Annotated[Optional[Path], typer.Option(help="write here instead of rewriting OUT_DIR's pairs in place",
+                                               show_default=False)] = None,
+    min_gap: Annotated[Optional[float], typer.Option(help="keep a pair when chosen MR - rejected MR >= this "
+                                                     "(default: the recipe's generation.min_gap)",
+                                                     show_default=False)] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="chosen side: each of the K best candidates of a turn "
+                                                 "(default: 1 for best-worst, all for all)", show_default=False)] = None,
+    pairs_per_turn: Annotated[str, typer.Option(help="best-worst: chosen vs the worst; all: chosen vs every "
+                                                "candidate ranked below it")] = "best-worst",
+    overwrite: Annotated[bool, typer.Option(help="allow --to a folder that is not empty")] = False,
+) -> None:
+    """Re-select DPO pairs from candidates/ (no model call); sft/ and candidates/ stay as they are."""
+    from collabgen.export import export as export_pairs
+
+    try:
+        report = export_pairs(out_dir, to=to, min_gap=min_gap, top_k=top_k, pairs_per_turn=pairs_per_turn,
+                              overwrite=overwrite)  # type: ignore[arg-type]
+    except CollabgenError as err:
+        raise _fail(err) from None
+    console = _console()
+    before = "?" if report.pairs_before is None else report.pairs_before
+    console.print(f"{report.out_dir}: {report.pairs} pairs from {report.turns} turns (was {before}); "
+                  f"{report.selection.describe()}", soft_wrap=True, highlight=False)
+    if not report.card_rewritten:
+        console.print("[yellow]the card could not be re-rendered from the manifest; counts in README.md "
+                      "are the old ones (manifest.json is up to date)[/]")
 
 
 def main() -> None:

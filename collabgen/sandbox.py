@@ -8,7 +8,7 @@ drives thousands of such runs must stay responsive, so everything here is async.
 Layers, outermost first:
 
 * **bubblewrap** (when usable): new pid/net/ipc/uts namespaces, the host root
-  filesystem bound read-only, private tmpfs ``/tmp`` and ``/dev/shm``, fresh ``/proc``
+  filesystem bound read-only, private size-capped tmpfs ``/tmp`` and ``/dev/shm``, fresh ``/proc``
   and ``/dev``, only the run's temp directory writable, ``--die-with-parent``,
   ``--new-session`` (no TIOCSTI into our terminal), no capabilities beyond the two the
   bootstrap needs to drop its uid. Directories the sandbox uid may not traverse on the
@@ -187,7 +187,7 @@ def _reachable_by_others(path: str) -> bool:
     )
 
 
-def _mount_plan(roots: Iterable[str]) -> _MountPlan:
+def _mount_plan(roots: Iterable[str], perms_supported: bool) -> _MountPlan:
     """Hide untraversable ancestors (like /root) behind a tmpfs and bind the roots back."""
     masks: dict[str, list[str]] = {}
     for root in roots:
@@ -196,6 +196,8 @@ def _mount_plan(roots: Iterable[str]) -> _MountPlan:
         blocked = next((a for a in _ancestors(root) if not _others_can(a, stat.S_IXOTH)), None)
         if blocked is not None:
             masks.setdefault(blocked, []).append(root)
+    if masks and not perms_supported:
+        return _MountPlan((), feasible=False)  # parents would be created 0700: unreachable
     args: list[str] = []
     for mask, bound in sorted(masks.items()):
         args += ["--perms", "0755", "--tmpfs", mask]
@@ -522,6 +524,7 @@ class Sandbox:
         self._isolation: str | None = None
         self._drop_uid: bool | None = None
         self._plan: _MountPlan | None = None
+        self._bwrap_options: frozenset[str] = frozenset()
 
     # ----------------------------------------------------------------- isolation choice
 
@@ -533,9 +536,15 @@ class Sandbox:
             self._drop_uid = self._decide_uid_drop(self._isolation)
         return self._isolation
 
+    @property
+    def process_limit_enforced(self) -> bool:
+        """Whether RLIMIT_NPROC binds the sandboxed code (false only for root without a uid drop)."""
+        _ = self.isolation
+        return not self._is_root or bool(self._drop_uid)
+
     def _mounts(self) -> _MountPlan:
         if self._plan is None:
-            self._plan = _mount_plan(_interpreter_roots())
+            self._plan = _mount_plan(_interpreter_roots(), "--perms" in self._bwrap_options)
         return self._plan
 
     def _choose_isolation(self) -> str:
@@ -561,6 +570,7 @@ class Sandbox:
             return f"{self._bwrap_path} not found"
         probe_dir = tempfile.mkdtemp(prefix="collabgen-sbx-probe-", dir=self._tmp_root)
         try:
+            self._bwrap_options = self._supported_options()
             drop = self._is_root and self._mounts().feasible
             argv = [*self._bwrap_argv(probe_dir, drop), "--", "true"]
             done = subprocess.run(argv, capture_output=True, timeout=_PROBE_TIMEOUT_S, check=False, env={"PATH": _SYSTEM_PATH})
@@ -571,6 +581,14 @@ class Sandbox:
         if done.returncode != 0:
             return f"probe exited with {done.returncode}: {done.stderr.decode(errors='replace').strip()[:300]}"
         return None
+
+    def _supported_options(self) -> frozenset[str]:
+        """Optional bwrap flags this version knows (``--perms``/``--size`` are 0.5+/0.7+)."""
+        done = subprocess.run(
+            [self._bwrap_path, "--help"], capture_output=True, timeout=_PROBE_TIMEOUT_S, check=False, env={"PATH": _SYSTEM_PATH}
+        )
+        text = (done.stdout + done.stderr).decode(errors="replace")
+        return frozenset(opt for opt in ("--perms", "--size") if opt in text)
 
     def _decide_uid_drop(self, isolation: str) -> bool:
         """Root must switch to a private uid, or RLIMIT_NPROC is not enforced at all."""
@@ -607,9 +625,23 @@ class Sandbox:
         if drop_uid:
             argv += list(self._mounts().args)
         argv += ["--proc", "/proc", "--dev", "/dev"]
-        argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+        for mount in ("/tmp", "/dev/shm"):
+            argv += self._tmpfs_options() + ["--tmpfs", mount]
         argv += ["--bind", workdir, workdir, "--chdir", workdir]
         return argv
+
+    def _tmpfs_options(self) -> list[str]:
+        """World-writable (sticky) scratch tmpfs, each capped at half the memory budget.
+
+        Why capped: tmpfs pages are RAM that RLIMIT_AS does not see; without ``--size``
+        a sandbox could fill half the host's memory per mount.
+        """
+        options: list[str] = []
+        if "--perms" in self._bwrap_options:
+            options += ["--perms", "1777"]
+        if "--size" in self._bwrap_options:
+            options += ["--size", str(self.limits.memory_mb * 1024 * 1024 // 2)]
+        return options
 
     def _command(self, ws: _Workspace, runner: Path, config: Path) -> list[str]:
         inner = [self._python, "-I", "-S", str(runner), "--boot", str(config)]
@@ -627,6 +659,11 @@ class Sandbox:
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONHASHSEED": "0",
+            # One thread per numeric library: threads count against max_processes, and
+            # BLAS pools sized to the host's cores would hit it on import.
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
         }
 
     # ----------------------------------------------------------------- workspace
@@ -739,7 +776,9 @@ class Sandbox:
 
         The tests run in a namespace that first executed the solution (and may also
         ``from solution import ...``). Counts come back through a nonce-checked report
-        file written by the trusted runner, never from the program's free stdout.
+        file written by the trusted runner, never from the program's free stdout. This
+        defeats printed or planted fake results; it cannot stop a solution that
+        deliberately monkeypatches ``unittest`` in its own process.
         """
         declared = count_declared_tests(tests)
         nonce = secrets.token_hex(16)

@@ -144,12 +144,28 @@ class OutputConfig(_Strict):
     rows_per_shard: int = Field(default=1000, ge=1)
 
 
+class EvalConfig(_Strict):
+    """`collabgen eval`: whole conversations of each policy on held-out seeds.
+
+    `source` defaults to the task's source with `split` swapped in (for a Hub dataset)."""
+
+    source: SourceConfig | None = None
+    split: str | None = "test"
+    limit: int | None = Field(default=100, ge=1)
+    max_turns: int | None = Field(default=None, ge=1, description="default: generation.max_turns")
+    dir: Path | None = Field(default=None, description="default: <output.dir>/eval")
+    bootstrap: int = Field(default=2000, ge=100)
+    seed: int = 0
+    conversations: int = Field(default=16, ge=1)
+
+
 class Recipe(_Strict):
     task: TaskConfig
     models: ModelsConfig
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     output: OutputConfig
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     source_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("reward")
@@ -211,6 +227,7 @@ class Recipe(_Strict):
             by_alias=True,
             exclude={
                 "output": True,
+                "eval": True,
                 "task": {"limit", "offset"},
                 "generation": {"conversations", "max_failure_rate"},
             },

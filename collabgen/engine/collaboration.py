@@ -43,7 +43,7 @@ class Collaboration:
 
     def __init__(
         self, *, task: Task, seed: SeedModel, conv_id: str, index: int, generation: GenerationConfig,
-        roles: Roles, prompts: Prompts, scorer: Scorer,
+        roles: Roles, prompts: Prompts, scorer: Scorer | None,
     ) -> None:
         self.task = task
         self.seed = seed
@@ -161,6 +161,7 @@ class Collaboration:
             )
         )
         candidate.futures = list(futures)
+        assert self.scorer is not None, "scoring futures needs a Scorer"
         await asyncio.gather(
             *(
                 self.scorer.score_future(

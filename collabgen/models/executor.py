@@ -51,6 +51,7 @@ class RoleModel:
             tokens_per_minute=config.tokens_per_minute,
         )
         self.prefix = PrefixMeter()
+        self._pending: dict[str, asyncio.Future[ChatResult]] = {}
         self._wait = wait_exponential_jitter(
             multiplier=config.retry_wait, max=config.retry_max_wait, jitter=config.retry_wait
         )
@@ -90,16 +91,33 @@ class RoleModel:
             seed=seed,
             json_mode=json_mode and self.config.json_mode,
         )
-        key = RequestCache.key(self.config.backend, self.config.model, request) if self.cache is not None else ""
+        key = RequestCache.key(self.config.backend, self.config.model, request)
         if self.cache is not None:
             cached = self.cache.get(key)
             if cached is not None:
                 self._count(stage, cached, cached=True, ledger=ledger)
                 return cached
-        self.prefix.observe(messages)
-        result = await self._call_with_retries(request, stage, ledger)
-        if self.cache is not None:
-            self.cache.put(key, result)
+        pending = self._pending.get(key)
+        if pending is not None:
+            # The same request is already on the wire (e.g. two policies' shared opening):
+            # wait for its answer instead of paying twice.
+            result = await asyncio.shield(pending)
+            self._count(stage, result, cached=True, ledger=ledger)
+            return result
+        future: asyncio.Future[ChatResult] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            self.prefix.observe(messages)
+            result = await self._call_with_retries(request, stage, ledger)
+            if self.cache is not None:
+                self.cache.put(key, result)
+            future.set_result(result)
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # retrieved here, so an unawaited future does not warn
+            raise
+        finally:
+            del self._pending[key]
         self._count(stage, result, cached=False, ledger=ledger)
         return result
 

@@ -1,0 +1,77 @@
+"""`collabgen eval`: two scripted policies that differ in a known way, compared paired."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from typer.testing import CliRunner
+
+from collabgen.cli import app
+from tests.fakeserver import FakeLLMServer, ScriptCall
+from tests.helpers import math_recipe, write_recipe
+from tests.scripts import install_math
+
+
+def _answer(call: ScriptCall) -> str:
+    text = " ".join(m["content"] for m in call.messages if m["role"] == "user")
+    numbers = [int(n) for n in re.findall(r"\d+", text)]
+    return f"The answer is $\\boxed{{{sum(numbers[:2])}}}$."
+
+
+def asker(call: ScriptCall) -> str:
+    """Asks one clarifying question first, then answers."""
+    if sum(1 for m in call.messages if m["role"] == "assistant") == 0:
+        return "Quick question before I start: do you want an exact value or a decimal?"
+    return _answer(call)
+
+
+def direct(call: ScriptCall) -> str:
+    """Never asks; answers at once."""
+    return _answer(call)
+
+
+def test_eval_reports_the_known_difference_with_intervals(tmp_path):
+    with FakeLLMServer() as server:
+        install_math(server)
+        server.set_script("asker", asker)
+        server.set_script("direct", direct)
+        recipe = math_recipe(server.base_url, tmp_path / "out")
+        recipe["eval"] = {"source": recipe["task"]["source"], "limit": 6, "max_turns": 4, "bootstrap": 500}
+        path = write_recipe(tmp_path / "r.yaml", recipe)
+        args = ["eval", str(path), "--policy", "name=direct,model=direct", "--policy", "name=asker,model=asker"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        calls = len(server.calls)
+        opener_calls = [c for c in server.ok_calls("user-sim") if "has not started" in c.body["messages"][-1]["content"]]
+        assert len(opener_calls) == 6  # one opening per seed, shared by both policies
+
+        # A rerun resumes from the journal: no call at all.
+        assert CliRunner().invoke(app, args).exit_code == 0
+        assert len(server.calls) == calls
+
+    report = json.loads((tmp_path / "out" / "eval" / "report.json").read_text())
+    asks, answers = report["policies"]["asker"], report["policies"]["direct"]
+    assert asks["conversations"] == answers["conversations"] == 6
+    inter = asks["metrics"]["interactivity"]
+    assert inter["low"] <= inter["mean"] <= inter["high"]
+    assert asks["metrics"]["interactivity"]["mean"] > answers["metrics"]["interactivity"]["mean"]
+    assert asks["metrics"]["turns"]["mean"] > answers["metrics"]["turns"]["mean"]
+    diff = report["paired"]["asker - direct"]
+    assert diff["seeds"] == 6
+    # The asker is more interactive on every seed: the whole interval is above zero.
+    assert diff["metrics"]["interactivity"]["low"] > 0
+    # Both reach the same answers: accuracy does not differ.
+    assert diff["metrics"]["accuracy"]["mean"] == 0
+    assert report["pinned"]["user"] == {"backend": "openai", "model": "user-sim", "temperature": 1.0}
+    assert report["pinned"]["judge"]["temperature"] == 0.0
+    markdown = (tmp_path / "out" / "eval" / "report.md").read_text()
+    assert "| asker - direct | 6 |" in markdown
+    assert "asker" in result.output and "Δ asker" in result.output
+
+
+def test_eval_rejects_a_bad_policy_spec(tmp_path):
+    recipe = math_recipe("http://127.0.0.1:9/v1", tmp_path / "out")
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    result = CliRunner().invoke(app, ["eval", str(path), "--policy", "name=x,temperature=hot"])
+    assert result.exit_code == 2 and "--policy" in result.output and "temperature" in result.output
