@@ -138,8 +138,12 @@ def test_plan_counts_calls_without_calling(tmp_path):
     data = math_recipe(UNREACHABLE, tmp_path / "out")
     result = invoke("plan", str(write_recipe(tmp_path / "r.yaml", data)))
     assert result.exit_code == 0, result.output
-    # C=2 (one proactive, one plain request), S=2, window 4, 3 turns, interactivity judge:
-    # 1 opener + 3 turns * (2 candidate requests + 2 candidates * (1 request with n=2 for the
-    # first user replies + 2 futures * 3 more messages) + 2 * 2 judge calls) = 61
-    assert "calls per conversation (upper bound, 3 turns): 61" in result.output
+    # C=2 (one proactive, one plain), S=2, window 4, 3 turns, interactivity judge.
+    # Turn 0: 2 candidate requests + 2 candidates * (1 request with n=2 for the first user
+    # replies + 2 futures * 3 more messages + 2 judge calls) = 20.
+    # Turns 1, 2: the plain candidate is the chosen future's reply (reused): 1 candidate
+    # request; proactive candidate 1 + 6 + 2 = 9; reused candidate: its first future is the
+    # rest of that future (2 more messages), the other is fresh (1 + 3): 2 + 4 + 2 judges = 8.
+    # 1 opener + 20 + 2 * 18 = 57.
+    assert "calls per conversation (upper bound, 3 turns): 57" in result.output
     assert not (tmp_path / "out").exists()

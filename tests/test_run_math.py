@@ -92,12 +92,39 @@ def test_run_writes_trainer_ready_pairs_sft_and_candidates(server, tmp_path):
 
 def test_candidates_come_in_one_request_with_n(server, tmp_path):
     out = tmp_path / "out"
-    recipe = math_recipe(server.base_url, out, **{"generation.proactive_share": 0.0, "generation.candidates": 3})
+    recipe = math_recipe(server.base_url, out, **{
+        "generation.proactive_share": 0.0, "generation.candidates": 3, "generation.reuse_futures": False})
     result = run_cli("run", str(write_recipe(tmp_path / "r.yaml", recipe)))
     assert result.exit_code == 0, result.output
     candidate_calls = [c for c in server.ok_calls("policy-model") if c.body.get("n", 1) == 3]
     turns = read(out, "candidates").select("conv_id", "turn").unique().height
     assert len(candidate_calls) == turns
+
+
+def test_the_chosen_future_serves_as_a_next_turn_candidate(server, tmp_path):
+    """The next user turn comes from the chosen candidate's first future, so that future's
+    assistant reply was sampled on exactly the next turn's history: it is reused."""
+    with_reuse, without = tmp_path / "reuse", tmp_path / "plain"
+    assert run_cli("run", str(write_recipe(tmp_path / "a.yaml", math_recipe(server.base_url, with_reuse)))).exit_code == 0
+    reuse_calls = len(server.calls)
+    recipe = math_recipe(server.base_url, without, **{"generation.reuse_futures": False})
+    assert run_cli("run", str(write_recipe(tmp_path / "b.yaml", recipe))).exit_code == 0
+    plain_calls = len(server.calls) - reuse_calls
+    assert reuse_calls < plain_calls
+
+    candidates = read(with_reuse, "candidates")
+    by_key = {(r["conv_id"], r["turn"], r["candidate"]): r for r in candidates.iter_rows(named=True)}
+    reused = [r for r in by_key.values() if r["reused"]]
+    assert reused and all(r["turn"] > 0 and not r["proactive"] for r in reused)
+    for row in reused:
+        chosen = next(r for r in by_key.values()
+                      if r["conv_id"] == row["conv_id"] and r["turn"] == row["turn"] - 1 and r["chosen"])
+        first_future = chosen["futures"][0]["messages"]
+        assert row["response"] == first_future[1]["content"]
+        assert row["prompt"][-1]["content"] == first_future[0]["content"]
+        # The rest of that future is the reused candidate's first future, extended to the window.
+        assert row["futures"][0]["messages"][: len(first_future) - 2] == first_future[2:]
+        assert len(row["futures"]) == 2
 
 
 def test_rerun_is_free_and_identical(server, tmp_path):

@@ -121,6 +121,9 @@ class GenerationConfig(_Strict):
     max_turns: int = Field(default=6, ge=1)
     min_gap: float = Field(default=0.02, ge=0)
     proactive_share: float = Field(default=0.5, ge=0, le=1)
+    reuse_futures: bool = Field(
+        default=True, description="reuse the chosen future's assistant reply as a next-turn candidate"
+    )
     system_prompt: str | None = None
     seed: int = 0
     conversations: int = Field(default=32, ge=1, description="conversations in flight at once")

@@ -6,7 +6,10 @@ Call plan per turn (C candidates, S futures, window w):
   n=S; then S * (w - 1) sequential messages, alternating assistant and user;
 - judges: per future, the interactivity judge plus whatever the task's metric needs.
 The next real user message is the best candidate's first future's user message: no
-extra call.
+extra call. With `reuse_futures`, that future's assistant reply (sampled from the plain
+policy on exactly the next turn's history) is one of the next turn's plain candidates,
+and the rest of that future is a partial rollout of it: one sample fewer per turn and
+two simulated messages fewer.
 """
 
 from __future__ import annotations
@@ -87,9 +90,11 @@ class Collaboration:
         return [{"role": "user", "content": result.texts[0]}]
 
     async def run(
-        self, history: list[Message] | None, first_turn: int, on_turn: Callable[[TurnRecord], Awaitable[None]]
+        self, history: list[Message] | None, first_turn: int, on_turn: Callable[[TurnRecord], Awaitable[None]],
+        previous: TurnRecord | None = None,
     ) -> None:
-        """Play turns from `first_turn` (resuming from `history`), reporting each finished one."""
+        """Play turns from `first_turn` (resuming after `previous`), reporting each finished one."""
+        carry = previous.carry() if previous is not None and self.gen.reuse_futures else None
         if history is None:
             ledger = UsageBook()
             history = await self.open(ledger)
@@ -100,7 +105,7 @@ class Collaboration:
             ledger = UsageBook()
             ledger.merge(opening_usage)
             opening_usage = UsageBook()
-            record = await self.play_turn(history, turn, ledger)
+            record = await self.play_turn(history, turn, ledger, carry)
             if turn == self.gen.max_turns - 1:
                 record.next_user = None
             await on_turn(record)
@@ -108,11 +113,21 @@ class Collaboration:
             if next_history is None:
                 return
             history = next_history
+            carry = record.carry() if self.gen.reuse_futures else None
 
-    async def play_turn(self, history: list[Message], turn: int, ledger: UsageBook) -> TurnRecord:
-        candidates = await self.sample_candidates(history, turn, ledger)
+    async def play_turn(
+        self, history: list[Message], turn: int, ledger: UsageBook,
+        carry: tuple[str, int, Future | None] | None = None,
+    ) -> TurnRecord:
+        if carry is not None and self.gen.candidates - round(self.gen.candidates * self.gen.proactive_share) < 1:
+            carry = None  # every candidate is proactive: a plain reply cannot stand in for one
+        candidates = await self.sample_candidates(history, turn, ledger, carry)
+        partial = carry[2] if carry is not None else None
         await asyncio.gather(
-            *(self.roll_out_and_score(history, turn, i, c, ledger) for i, c in enumerate(candidates))
+            *(
+                self.roll_out_and_score(history, turn, i, c, ledger, partial if c.reused else None)
+                for i, c in enumerate(candidates)
+            )
         )
         scores = [c.score for c in candidates]
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
@@ -125,10 +140,14 @@ class Collaboration:
             usage=ledger.to_dict(),
         )
 
-    async def sample_candidates(self, history: list[Message], turn: int, ledger: UsageBook) -> list[Candidate]:
+    async def sample_candidates(
+        self, history: list[Message], turn: int, ledger: UsageBook,
+        carry: tuple[str, int, Future | None] | None = None,
+    ) -> list[Candidate]:
         total = self.gen.candidates
         proactive = round(total * self.gen.proactive_share)
-        groups = [(True, proactive), (False, total - proactive)]
+        plain = total - proactive - (1 if carry is not None else 0)
+        groups = [(True, proactive), (False, plain)]
         results = await asyncio.gather(
             *(
                 self.roles.policy.complete(
@@ -142,25 +161,44 @@ class Collaboration:
         )
         candidates: list[Candidate] = []
         for (is_proactive, _), result in zip([g for g in groups if g[1]], results):
+            if not is_proactive and carry is not None:
+                candidates.append(Candidate(text=carry[0], tokens=carry[1], proactive=False, reused=True))
+                carry = None
             for text, tokens in zip(result.texts, result.completion_tokens):
                 candidates.append(Candidate(text=text, tokens=tokens, proactive=is_proactive))
+        if carry is not None:
+            candidates.append(Candidate(text=carry[0], tokens=carry[1], proactive=False, reused=True))
         return candidates
 
     async def roll_out_and_score(
-        self, history: list[Message], turn: int, index: int, candidate: Candidate, ledger: UsageBook
+        self, history: list[Message], turn: int, index: int, candidate: Candidate, ledger: UsageBook,
+        partial: Future | None = None,
     ) -> None:
         conversation = [*history, {"role": "assistant", "content": candidate.text}]
-        first = await self.roles.user.complete(
-            self.user_view(conversation), n=self.gen.futures, seed=self._seed(turn, index, "future-user"),
-            stage="future_user", ledger=ledger,
-        )
-        futures = await asyncio.gather(
-            *(
-                self.continue_future(conversation, turn, index, s, text, tokens, ledger)
-                for s, (text, tokens) in enumerate(zip(first.texts, first.completion_tokens))
+        reused = [partial] if partial is not None else []
+        fresh = self.gen.futures - len(reused)
+
+        async def fresh_futures() -> list[Future]:
+            if fresh == 0:
+                return []
+            first = await self.roles.user.complete(
+                self.user_view(conversation), n=fresh, seed=self._seed(turn, index, "future-user"),
+                stage="future_user", ledger=ledger,
             )
+            starts = [
+                Future(messages=[{"role": "user", "content": text}], tokens=[tokens], terminated=is_termination(text))
+                for text, tokens in zip(first.texts, first.completion_tokens)
+            ]
+            return list(await asyncio.gather(
+                *(self.continue_future(conversation, turn, index, len(reused) + s, f, ledger)
+                  for s, f in enumerate(starts))
+            ))
+
+        continued, fresh_ones = await asyncio.gather(
+            asyncio.gather(*(self.continue_future(conversation, turn, index, 0, f, ledger) for f in reused)),
+            fresh_futures(),
         )
-        candidate.futures = list(futures)
+        candidate.futures = [*continued, *fresh_ones]
         assert self.scorer is not None, "scoring futures needs a Scorer"
         await asyncio.gather(
             *(
@@ -173,14 +211,11 @@ class Collaboration:
         Scorer.aggregate(candidate)
 
     async def continue_future(
-        self, conversation: list[Message], turn: int, index: int, future_index: int, first_user: str,
-        first_tokens: int, ledger: UsageBook,
+        self, conversation: list[Message], turn: int, index: int, future_index: int, future: Future,
+        ledger: UsageBook,
     ) -> Future:
-        future = Future(
-            messages=[{"role": "user", "content": first_user}], tokens=[first_tokens],
-            terminated=is_termination(first_user),
-        )
-        step = 1
+        """Extend a future (starting with a user message) to `window` messages or its end."""
+        step = len(future.messages)
         while not future.terminated and len(future.messages) < self.gen.window:
             so_far = [*conversation, *future.messages]
             if future.messages[-1]["role"] == "user":

@@ -63,19 +63,27 @@ def plan_run(recipe: Recipe, task: Task, seeds: int, brief_tokens: int = 300) ->
     call("user", user_system, USER_MESSAGE)
     history = USER_MESSAGE
     proactive = round(gen.candidates * gen.proactive_share)
-    groups = [n for n in (proactive, gen.candidates - proactive) if n]
     judge_calls = (1 if weights.get("interactivity", 0.0) else 0) + (
         task.judge_calls_per_future() if any(weights.get(m, 0.0) for m in task.metrics) else 0
     )
-    for _ in range(gen.max_turns):
-        for n in groups:
-            call("policy", SYSTEM_PROMPT + history, assistant * n)
-        for _ in range(gen.candidates):
+    plain = gen.candidates - proactive
+    for turn in range(gen.max_turns):
+        # From the second turn on, the chosen future's assistant reply is reused as a
+        # plain candidate (and the rest of that future as its first, partial rollout).
+        reuse = gen.reuse_futures and turn > 0 and plain >= 1 and gen.window >= 2
+        for n in (proactive, plain - (1 if reuse else 0)):
+            if n:
+                call("policy", SYSTEM_PROMPT + history, assistant * n)
+        for index in range(gen.candidates):
+            partial = reuse and index == proactive and gen.window >= 3
+            fresh = gen.futures - (1 if partial else 0)
             context = history + assistant
-            call("user", user_system + context, USER_MESSAGE * gen.futures)
-            for _ in range(gen.futures):
-                length = context + USER_MESSAGE
-                for step in range(1, gen.window):
+            if fresh:
+                call("user", user_system + context, USER_MESSAGE * fresh)
+            starts = [(1, context + USER_MESSAGE)] * fresh + ([(gen.window - 2, context + USER_MESSAGE + assistant)]
+                                                              if partial else [])
+            for first_step, length in starts:
+                for step in range(first_step, gen.window):
                     if step % 2:
                         call("policy", length, assistant)
                         length += assistant

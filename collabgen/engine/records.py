@@ -27,6 +27,7 @@ class Candidate:
     futures: list[Future] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    reused: bool = False  # taken from the previous turn's chosen future (see Collaboration)
 
 
 @dataclass
@@ -53,6 +54,28 @@ class TurnRecord:
         ]
         fields = {k: v for k, v in data.items() if k not in ("kind", "candidates")}
         return cls(candidates=candidates, **fields)
+
+    def carry(self) -> tuple[str, int, Future | None] | None:
+        """What the next turn can reuse from the chosen candidate's first future.
+
+        That future's user message becomes the next user turn, so its assistant reply
+        was sampled from the plain policy on exactly the next turn's history: it is a
+        candidate of the next turn for free, and the rest of the future is a partial
+        rollout of it. Returns (text, tokens, partial future or None).
+        """
+        if self.next_user is None:
+            return None
+        future = self.candidates[self.best].futures[0]
+        if len(future.messages) < 2 or future.messages[1]["role"] != "assistant":
+            return None
+        rest = future.messages[2:]
+        partial = None
+        if rest:
+            partial = Future(
+                messages=[dict(m) for m in rest], tokens=list(future.tokens[2:]),
+                terminated=future.terminated,
+            )
+        return future.messages[1]["content"], future.tokens[1], partial
 
     def history_after(self) -> list[Message] | None:
         """The conversation the next turn continues from, or None when it has ended."""

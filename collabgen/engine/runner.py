@@ -161,11 +161,11 @@ async def run_async(
 
     async def converse(position: int, seed: SeedModel, bar: RunProgress) -> None:
         conv_id = f"{checked.task.name}-{position:06d}"
-        history, first_turn = None, 0
+        history, first_turn, previous = None, 0, None
         if position in index.last_turn:
             last = index.last_turn[position]
-            record = journal.read_turn(index.turns[(position, last)])
-            history, first_turn = record.history_after(), last + 1
+            previous = journal.read_turn(index.turns[(position, last)])
+            history, first_turn = previous.history_after(), last + 1
         collaboration = Collaboration(
             task=checked.task, seed=seed, conv_id=conv_id, index=position, generation=recipe.generation,
             roles=team, prompts=checked.prompts, scorer=scorer,
@@ -177,7 +177,7 @@ async def run_async(
         end = EndRecord(conv_id=conv_id, index=position, status="ok")
         try:
             if first_turn == 0 or history is not None:
-                await collaboration.run(history, first_turn, on_turn)
+                await collaboration.run(history, first_turn, on_turn, previous)
         except CallFailed as err:
             end = EndRecord(conv_id=conv_id, index=position, status="failed", reason=str(err))
         except Exception as err:  # a bug must not take the other conversations down, nor hide
