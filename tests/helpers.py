@@ -38,3 +38,42 @@ def math_recipe(base_url: str, out_dir: Path, **overrides: Any) -> dict[str, Any
 def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path
+
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe_from_file(name: str, base_url: str, out_dir: Path, seeds: Path, **overrides: Any) -> dict[str, Any]:
+    """A shipped recipe (`recipes/<name>.yaml`) with local seeds and every role on the fake
+    server: task options, field mapping, search shape and rewards stay as shipped."""
+    recipe = yaml.safe_load((RECIPES / f"{name}.yaml").read_text(encoding="utf-8"))
+    recipe["task"]["source"] = {"path": str(seeds), "fields": recipe["task"]["source"].get("fields", {})}
+    role = {"backend": "openai", "base_url": base_url, "max_retries": 6, "timeout": 10}
+    for name_, model in (("policy", POLICY), ("user", USER), ("judge", JUDGE)):
+        shipped = recipe["models"][name_]
+        recipe["models"][name_] = {
+            **role, "model": model, "temperature": shipped.get("temperature"), "max_tokens": shipped.get("max_tokens"),
+        }
+    recipe["output"] = {"dir": str(out_dir), "rows_per_shard": 10}
+    for dotted, value in overrides.items():
+        node = recipe
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return recipe
+
+
+def read_shards(out_dir: Path, config: str):  # noqa: ANN201 - polars.DataFrame, imported lazily
+    """Every shard of one config (`pairs`, `sft`, `candidates`) as one frame."""
+    import polars as pl
+
+    return pl.read_parquet(sorted((out_dir / config).glob("*.parquet")))
+
+
+def by_turn(candidates) -> dict[tuple[str, int], dict[bool, dict[str, Any]]]:  # noqa: ANN001 - polars.DataFrame
+    """Candidate rows keyed by (conv_id, turn), then by whether they were sampled proactively."""
+    table: dict[tuple[str, int], dict[bool, dict[str, Any]]] = {}
+    for row in candidates.iter_rows(named=True):
+        table.setdefault((row["conv_id"], row["turn"]), {})[row["proactive"]] = row
+    return table

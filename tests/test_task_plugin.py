@@ -1,0 +1,114 @@
+"""A task defined outside the package runs end to end: a new task touches no engine file.
+
+`EchoTask` lives here, ships its own prompt folder (`tests/plugin_prompts/`), and a
+recipe names it as `task.type: tests.test_task_plugin:EchoTask`. The engine renders
+templates from the package folder only, so the plugin renders its brief itself
+(overriding `user_brief`) and lists no package template in `templates()`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from typer.testing import CliRunner
+
+from collabgen.cli import app
+from collabgen.models.base import Message
+from collabgen.prompting import Prompts
+from collabgen.tasks.base import ScoringTools, SeedModel, Task, assistant_messages
+from tests.fakeserver import FakeLLMServer, ScriptCall
+from tests.helpers import SEEDS, by_turn, math_recipe, read_shards, write_recipe
+from tests.scripts import JUDGE, POLICY, TERMINATE, USER, judge
+
+PLUGIN_PROMPTS = Path(__file__).parent / "plugin_prompts"
+
+
+class EchoSeed(SeedModel):
+    word: str
+
+
+class EchoTask(Task):
+    """Seed column: `word`. Metric: `echoed`, the share of assistant messages that say it."""
+
+    name: ClassVar[str] = "echo"
+    Seed = EchoSeed
+    metrics: ClassVar[tuple[str, ...]] = ("echoed",)
+    user_template: ClassVar[str] = "echo_user"
+    description: ClassVar[str] = "Echo: say the user's word back."
+
+    def __init__(self, options: dict | None = None) -> None:
+        super().__init__(options)
+        self.own_prompts = Prompts(extra_dirs=[PLUGIN_PROMPTS])
+        self.own_prompts.check([self.user_template])  # a broken template fails at preflight
+
+    def user_brief(self, seed: SeedModel, prompts: Prompts) -> str:
+        return self.own_prompts.render(self.user_template, seed=seed, options=self.options)
+
+    def templates(self) -> list[str]:
+        return []  # nothing from the package folder
+
+    async def score(self, seed: SeedModel, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
+        assert isinstance(seed, EchoSeed)
+        said = assistant_messages(conversation)
+        return {"echoed": sum(seed.word in text for text in said) / len(said)}
+
+
+def echo_user(call: ScriptCall) -> str:
+    word = re.search(r"The secret word: (\w+)", call.messages[0]["content"]).group(1)
+    last = call.messages[-1]["content"]
+    if last.startswith("[The chat has not started yet"):
+        return f"please say {word}"
+    return f"the word is {word}" if "?" in last else f"thanks {TERMINATE}"
+
+
+def echo_policy(call: ScriptCall) -> str:
+    system = call.messages[0]["content"] if call.messages[0]["role"] == "system" else ""
+    if "collaborative assistant" in system:
+        return "Sure, which word?"
+    return call.messages[-1]["content"].split()[-1]
+
+
+@pytest.fixture
+def server():
+    with FakeLLMServer() as fake:
+        fake.set_script(POLICY, echo_policy)
+        fake.set_script(USER, echo_user)
+        fake.set_script(JUDGE, judge)
+        yield fake
+
+
+def echo_recipe(base_url: str, out: Path) -> dict:
+    recipe = math_recipe(base_url, out, **{"generation.futures": 3, "generation.max_turns": 2})
+    recipe["task"] = {"type": "tests.test_task_plugin:EchoTask", "source": {"path": str(SEEDS / "echo.jsonl")}}
+    recipe["reward"]["weights"] = {"echoed": 1.0, "interactivity": 0.5, "token_penalty": 1.0}
+    return recipe
+
+
+def test_a_task_defined_in_a_test_module_runs_end_to_end(server, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "echo.yaml", echo_recipe(server.base_url, out)))])
+    assert result.exit_code == 0, result.output
+
+    turns = by_turn(read_shards(out, "candidates"))
+    for conv_id in ("echo-000000", "echo-000001"):
+        # Plain: says the word at once (1 of 1). Proactive: asks, then says it (1 of 2).
+        assert turns[(conv_id, 0)][False]["metrics"]["echoed"] == 1.0
+        assert turns[(conv_id, 0)][True]["metrics"]["echoed"] == 0.5
+    pairs = read_shards(out, "pairs")
+    assert pairs.height == 2 and set(pairs["task"]) == {"echo"}
+    assert "echoed" in pairs["metrics_chosen"].struct.fields
+    # The brief came from the plugin's own template.
+    briefs = [c.body["messages"][0]["content"] for c in server.ok_calls(USER)]
+    assert all("The secret word:" in b for b in briefs)
+    assert "# collabgen echo collaboration data" in (out / "README.md").read_text()  # default card
+
+
+def test_plan_counts_a_plugin_task(server, tmp_path):
+    recipe = write_recipe(tmp_path / "echo.yaml", echo_recipe(server.base_url, tmp_path / "out"))
+    result = CliRunner().invoke(app, ["plan", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "task echo, 2 seeds" in result.output
+    assert server.calls == []
