@@ -79,12 +79,6 @@ def test_every_config_loads_by_name_from_the_card(four_candidates, tmp_path):
     assert len(row["futures"]) == 2 and row["futures"][0]["messages"][0]["role"] == "user"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datasets caches `load_dataset(folder, config)` under the folder's name, the config and a hash of the "
-    "card's YAML, not of the shards: a second folder with the same name (or the same folder after a re-run or an "
-    "export) loads the first one's cached rows. Fixed when the card's YAML carries something content-dependent.",
-)
 def test_loading_by_config_reads_the_current_shards_not_a_cached_copy(four_candidates, tmp_path):
     first, second = tmp_path / "a" / "out", tmp_path / "b" / "out"
     shutil.copytree(four_candidates, first)

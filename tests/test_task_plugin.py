@@ -1,9 +1,7 @@
 """A task defined outside the package runs end to end: a new task touches no engine file.
 
-`EchoTask` lives here, ships its own prompt folder (`tests/plugin_prompts/`), and a
-recipe names it as `task.type: tests.test_task_plugin:EchoTask`. The engine renders
-templates from the package folder only, so the plugin renders its brief itself
-(overriding `user_brief`) and lists no package template in `templates()`.
+`EchoTask` lives here, ships its own prompt folder (`tests/plugin_prompts/`, named in
+`template_dirs`), and a recipe names it as `task.type: tests.test_task_plugin:EchoTask`.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typer.testing import CliRunner
 
 from collabgen.cli import app
 from collabgen.models.base import Message
-from collabgen.prompting import Prompts
 from collabgen.tasks.base import ScoringTools, SeedModel, Task, assistant_messages
 from tests.fakeserver import FakeLLMServer, ScriptCall
 from tests.helpers import SEEDS, by_turn, math_recipe, read_shards, write_recipe
@@ -38,17 +35,7 @@ class EchoTask(Task):
     metrics: ClassVar[tuple[str, ...]] = ("echoed",)
     user_template: ClassVar[str] = "echo_user"
     description: ClassVar[str] = "Echo: say the user's word back."
-
-    def __init__(self, options: dict | None = None) -> None:
-        super().__init__(options)
-        self.own_prompts = Prompts(extra_dirs=[PLUGIN_PROMPTS])
-        self.own_prompts.check([self.user_template])  # a broken template fails at preflight
-
-    def user_brief(self, seed: SeedModel, prompts: Prompts) -> str:
-        return self.own_prompts.render(self.user_template, seed=seed, options=self.options)
-
-    def templates(self) -> list[str]:
-        return []  # nothing from the package folder
+    template_dirs: ClassVar[tuple[Path, ...]] = (PLUGIN_PROMPTS,)
 
     async def score(self, seed: SeedModel, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
         assert isinstance(seed, EchoSeed)

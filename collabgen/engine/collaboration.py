@@ -202,10 +202,8 @@ class Collaboration:
         assert self.scorer is not None, "scoring futures needs a Scorer"
         await asyncio.gather(
             *(
-                self.scorer.score_future(
-                    self.seed, history, candidate, future, (self.gen.seed, self.conv_id, turn, index, s), ledger
-                )
-                for s, future in enumerate(candidate.futures)
+                self.scorer.score_future(self.seed, history, candidate, future, (self.gen.seed, self.conv_id), ledger)
+                for future in candidate.futures
             )
         )
         Scorer.aggregate(candidate)

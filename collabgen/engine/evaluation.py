@@ -135,7 +135,7 @@ class Evaluator:
     async def score(
         self, seed: SeedModel, conversation: list[Message], base: tuple[object, ...], ledger: UsageBook
     ) -> dict[str, float]:
-        tools = FutureTools(self.judge, self.prompts, self.sandbox_factory, (*base, "score"), ledger)
+        tools = FutureTools(self.judge, self.prompts, self.sandbox_factory, base, ledger)
         task_metrics, interactivity = await asyncio.gather(
             self.task.score(seed, conversation, tools),
             tools.judge_json(
@@ -156,7 +156,7 @@ async def evaluate(recipe: Recipe, specs: list[PolicySpec]) -> list[EvalResult]:
     if len(set(names)) != len(names):
         raise RecipeError(f"eval: policy names must differ, got {names}; set name=... in each --policy")
     task = resolve_task(recipe.task.type)(recipe.task.options)
-    prompts = Prompts()
+    prompts = Prompts(extra_dirs=list(task.template_dirs))
     task_config = eval_task_config(recipe)
     seeds = list(iter_seeds(task, task_config))  # eval sets are small; validated before any call
     out = eval_dir(recipe)

@@ -78,7 +78,7 @@ class Preflight:
 
 def preflight(recipe: Recipe, part: Slice | None = None) -> Preflight:
     task = resolve_task(recipe.task.type)(recipe.task.options)
-    prompts = Prompts()
+    prompts = Prompts(extra_dirs=list(task.template_dirs))
     prompts.check(["user_simulator", "user_open", "proactive_system", "interactivity_judge", *task.templates()])
     seeds = sum(1 for index, _ in iter_seeds(task, recipe.task) if part is None or part.contains(index))
     check_models(recipe)

@@ -7,6 +7,7 @@ weight in the recipe are not computed, so they cost nothing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,21 +28,25 @@ class FutureTools:
 
     def __init__(
         self, judge: RoleModel, prompts: Prompts, sandbox_factory: Callable[[], Sandbox],
-        seed_base: tuple[object, ...], ledger: UsageBook,
+        seed_scope: tuple[object, ...], ledger: UsageBook,
     ) -> None:
         self.judge = judge
         self.prompts = prompts
         self._sandbox_factory = sandbox_factory
-        self._seed_base = seed_base
+        self._seed_scope = seed_scope
         self._ledger = ledger
 
     async def judge_json(
         self, template: str, *, stage: str, validate: Callable[[dict[str, Any]], Any] | None = None, **variables: Any
     ) -> Any:
-        messages = [{"role": "user", "content": self.prompts.render(template, **variables)}]
+        prompt = self.prompts.render(template, **variables)
+        # The seed follows the prompt, not the future asking: identical judge prompts in
+        # a conversation (e.g. the same first reply judged for every future) are one
+        # request, answered once by the in-flight dedup or the cache.
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:16]
         return await self.judge.complete_json(
-            messages, seed=request_seed(*self._seed_base, template), stage=stage, ledger=self._ledger,
-            validate=validate,
+            [{"role": "user", "content": prompt}], seed=request_seed(*self._seed_scope, template, digest),
+            stage=stage, ledger=self._ledger, validate=validate,
         )
 
     @property
@@ -77,9 +82,10 @@ class Scorer:
 
     async def score_future(
         self, seed: SeedModel, history: list[Message], candidate: Candidate, future: Future,
-        seed_base: tuple[object, ...], ledger: UsageBook,
+        seed_scope: tuple[object, ...], ledger: UsageBook,
     ) -> None:
-        tools = FutureTools(self.judge, self.prompts, self.sandbox_factory, seed_base, ledger)
+        """Metrics and MR of one future; `seed_scope` is (run seed, conversation)."""
+        tools = FutureTools(self.judge, self.prompts, self.sandbox_factory, seed_scope, ledger)
         full = [*history, {"role": "assistant", "content": candidate.text}, *future.messages]
         jobs: dict[str, Any] = {}
         if self.wants_task:

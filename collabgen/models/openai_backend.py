@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import openai
+from openai._constants import RAW_RESPONSE_HEADER
+from openai.types.chat import ChatCompletion
 
 from collabgen.config.recipe import ModelConfig
 from collabgen.models.base import ChatRequest, ChatResult, PermanentError, TransientError, split_usage
@@ -42,10 +44,14 @@ class OpenAIBackend:
             kwargs["max_tokens"] = request.max_tokens
         if request.json_mode:
             kwargs["response_format"] = {"type": "json_object"}
-        if self.config.extra_body:
-            kwargs["extra_body"] = self.config.extra_body
+        body = {**kwargs, **self.config.extra_body}
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+            # The client's generic `post` skips the per-call transform of typed arguments
+            # (a third of the engine's CPU per call, measured in bench/), same wire request.
+            raw = await self._client.post(
+                "/chat/completions", body=body, cast_to=ChatCompletion,
+                options={"headers": {RAW_RESPONSE_HEADER: "true"}},
+            )
             response = raw.parse()
             if inspect.isawaitable(response):  # the async clients' raw responses parse lazily
                 response = await response

@@ -6,6 +6,7 @@ No secret and no local path goes in: paths are relative to the out dir.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -47,6 +48,15 @@ def score_summary(out_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def shards_id(out_dir: Path) -> str:
+    """A short id of the shards on disk (names, sizes, write times)."""
+    digest = hashlib.sha256()
+    for path in sorted(out_dir.glob("*/*.parquet")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(out_dir)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _template(task: Task) -> jinja2.Template:
     folder = resources.files("collabgen.data_cards")
     name = f"{task.name}.md.j2"
@@ -82,6 +92,7 @@ def write_card(out_dir: Path, recipe: Recipe, task: Task, manifest: dict[str, An
         scores=score_summary(out_dir),
         example=example,
         lambda_=recipe.reward.token_penalty.lambda_,
+        shards_id=shards_id(out_dir),
     )
     path = out_dir / "README.md"
     temp = path.with_name(".README.md.tmp")

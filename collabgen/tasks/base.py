@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -44,8 +46,12 @@ class ScoringTools(Protocol):
 
     prompts: Prompts
 
-    async def judge_json(self, template: str, *, stage: str, **variables: Any) -> dict[str, Any]:
-        """Render `template`, ask the judge for a JSON object, parse it (bounded retries)."""
+    async def judge_json(
+        self, template: str, *, stage: str, validate: Callable[[dict[str, Any]], Any] | None = None,
+        **variables: Any,
+    ) -> Any:
+        """Render `template`, ask the judge for a JSON object, parse it and pass it through
+        `validate` (a reply that fails either is asked again, a bounded number of times)."""
         ...
 
     @property
@@ -62,6 +68,8 @@ class Task(ABC):
     user_template: ClassVar[str]
     description: ClassVar[str] = ""
     default_hub: ClassVar[str | None] = None
+    template_dirs: ClassVar[tuple[Path, ...]] = ()
+    """Folders of the plugin's own templates, searched before the package's."""
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = self.Options.model_validate(options or {})

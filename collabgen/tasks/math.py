@@ -8,6 +8,7 @@ without `\\boxed{}`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -98,7 +99,9 @@ def final_boxed_answer(conversation: list[Message]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=65536)
 def answers_match(reference: str, predicted: str) -> bool:
+    """Symbolic equivalence; memoised, as futures of a seed keep giving the same answers."""
     # math-verify's timeouts use SIGALRM, which only the main thread may set.
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
     with _quiet_math_verify():
