@@ -154,6 +154,7 @@ class EvalConfig(_Strict):
 
     source: SourceConfig | None = None
     split: str | None = "test"
+    offset: int = Field(default=0, ge=0, description="skip rows, e.g. to hold out the tail of a single split")
     limit: int | None = Field(default=100, ge=1)
     max_turns: int | None = Field(default=None, ge=1, description="default: generation.max_turns")
     dir: Path | None = Field(default=None, description="default: <output.dir>/eval")

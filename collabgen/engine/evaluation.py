@@ -75,7 +75,7 @@ def eval_task_config(recipe: Recipe) -> TaskConfig:
     source = recipe.eval.source or recipe.task.source
     if recipe.eval.source is None and source.hub is not None and recipe.eval.split:
         source = source.model_copy(update={"hub": source.hub.model_copy(update={"split": recipe.eval.split})})
-    return recipe.task.model_copy(update={"source": source, "limit": recipe.eval.limit, "offset": 0})
+    return recipe.task.model_copy(update={"source": source, "limit": recipe.eval.limit, "offset": recipe.eval.offset})
 
 
 def eval_dir(recipe: Recipe) -> Path:
