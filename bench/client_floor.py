@@ -58,7 +58,7 @@ def sample_messages() -> list[dict[str, str]]:
     ]
 
 
-async def drive(calls: int, in_flight: int, one) -> tuple[float, float]:  # noqa: ANN001 - async callable(i)
+async def drive(calls: int, in_flight: int, one) -> tuple[float, float]:
     """(cpu seconds, wall seconds) for `calls` calls of `one(i)`, `in_flight` at a time."""
     queue = iter(range(calls))
 
@@ -89,12 +89,12 @@ async def measure(base_url: str, calls: int, in_flight: int) -> dict[str, dict[s
         out["httpx2"] = _row(*await drive(calls, in_flight, raw), calls)
 
     backend = OpenAIBackend(config, None)
-    client = backend._client  # noqa: SLF001 - the very client collabgen configures
+    client = backend._client
 
     async def post(i: int) -> None:
         body = {"model": POLICY, "messages": messages, "temperature": 0.8, "n": 1, "seed": i}
         response = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-        response.choices[0].message.content
+        _ = response.choices[0].message.content
 
     out["openai client.post"] = _row(*await drive(calls, in_flight, post), calls)
 

@@ -80,7 +80,7 @@ def meter_size(meters: list[PrefixMeter]) -> tuple[int, int]:
     """(entries, approximate bytes) held by the meters' seen-block tables."""
     entries = size = 0
     for meter in meters:
-        seen = meter._seen  # noqa: SLF001 - measuring, not changing
+        seen = meter._seen
         entries += len(seen)
         size += sys.getsizeof(seen) + sum(sys.getsizeof(key) for key in seen)
     return entries, size

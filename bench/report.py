@@ -314,12 +314,12 @@ def diagnosis(f: Facts) -> str:
     if "floor_httpx" in f:
         lines.append("- Client floor (same request, no engine): bare httpx2 {floor_httpx} ms/call; the openai client "
                      "posting the body without its param transform {floor_post} ms/call; collabgen's OpenAIBackend "
-                     "(the SDK's `chat.completions.create`) {floor_sdk} ms/call; RoleModel (+ cache, dedup, limiter, "
+                     "{floor_sdk} ms/call; RoleModel (+ cache, dedup, limiter, "
                      "retries, usage) {floor_role} ms/call; the whole engine {big_cpu_ms} ms/call. Importing the "
                      "openai backend takes {import_s} s in a fresh process.")
     if "sweep0_L" in f:
-        sweeps = ["L = {sweep%d_L} ms: CPU demand {sweep%d_demand} cores, efficiency {sweep%d_eff} (calls phase "
-                  "{sweep%d_eff_calls}), occupancy {sweep%d_occ}, send lag {sweep%d_send_lag} ms" % ((i,) * 6)
+        sweeps = [f"L = {{sweep{i}_L}} ms: CPU demand {{sweep{i}_demand}} cores, efficiency {{sweep{i}_eff}} "
+                  f"(calls phase {{sweep{i}_eff_calls}}), occupancy {{sweep{i}_occ}}, send lag {{sweep{i}_send_lag}} ms"
                   for i in range(10) if f"sweep{i}_L" in f]
         lines.append("- Latency sweep on the same workload: L = {L_ms} ms: CPU demand {base_demand} cores, efficiency "
                      "{base_eff}, occupancy {base_occ}, send lag {base_send_lag} ms; " + "; ".join(sweeps) + ".")

@@ -31,12 +31,12 @@ from tests.scripts import install_math
 class BenchServer(FakeLLMServer):
     """FakeLLMServer that also notes when each call took its processing slot."""
 
-    def _process(self, h, rec, protocol, body, bad_json):  # noqa: ANN001 - FakeLLMServer's internals
+    def _process(self, h, rec, protocol, body, bad_json):
         rec.slot = time.monotonic()  # type: ignore[attr-defined]
         rec.body_at = getattr(h, "bench_body_at", rec.started)  # type: ignore[attr-defined]
         super()._process(h, rec, protocol, body, bad_json)
 
-    def _handle(self, h, method: str) -> None:  # noqa: ANN001
+    def _handle(self, h, method: str) -> None:
         read_body = h._read_body
 
         def timed_read_body() -> bytes:  # when the client had sent the whole request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Recipe", "run"]
+__all__ = ["Recipe", "__version__", "run"]
 
 
 def __getattr__(name: str):

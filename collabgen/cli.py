@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -38,13 +38,13 @@ RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default
 def run(
     recipe: RecipeArg,
     overwrite: Annotated[bool, typer.Option(help="discard an out dir made by a different recipe")] = False,
-    progress: Annotated[Optional[bool], typer.Option(help="live progress (default: on a terminal)")] = None,
+    progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
     shard: Annotated[
-        Optional[str], typer.Option(help="run slice i of n (i/n) of the seeds, for array jobs; join with merge")
+        str | None, typer.Option(help="run slice i of n (i/n) of the seeds, for array jobs; join with merge")
     ] = None,
     ray: Annotated[bool, typer.Option("--ray", help="run slices as Ray tasks and merge them")] = False,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start or find one)")] = None,
-    slices: Annotated[Optional[int], typer.Option(help="number of Ray slices (default: cluster CPUs)")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start or find one)")] = None,
+    slices: Annotated[int | None, typer.Option(help="number of Ray slices (default: cluster CPUs)")] = None,
 ) -> None:
     """Run a recipe: seeds -> conversations -> pairs/, sft/, candidates/ shards. Resumes."""
     from collabgen.config.recipe import Recipe
@@ -212,7 +212,7 @@ def push(
     repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo, ORG/NAME (created if missing)",
                                       show_default=False)],
     private: Annotated[bool, typer.Option("--private", help="create the repo private (ignored if it exists)")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="branch to commit to, created if missing (default: main)",
+    revision: Annotated[str | None, typer.Option(help="branch to commit to, created if missing (default: main)",
                                                     show_default=False)] = None,
     token_env: Annotated[str, typer.Option(help="environment variable holding the Hub token")] = "HF_TOKEN",
     large: Annotated[bool, typer.Option("--large", help="resumable multi-commit upload for very large folders "
@@ -236,7 +236,7 @@ def push(
 @app.command()
 def inspect(
     out_dir: Annotated[Path, typer.Argument(help="a collabgen out dir", show_default=False)],
-    conv: Annotated[Optional[str], typer.Option("--conv", help="show one conversation turn by turn",
+    conv: Annotated[str | None, typer.Option("--conv", help="show one conversation turn by turn",
                                                 show_default=False)] = None,
     bins: Annotated[int, typer.Option(min=2, max=50, help="histogram bins")] = 10,
 ) -> None:
@@ -256,12 +256,12 @@ def inspect(
 @app.command()
 def export(
     out_dir: Annotated[Path, typer.Argument(help="a collabgen out dir", show_default=False)],
-    to: Annotated[Optional[Path], typer.Option(help="write here instead of rewriting OUT_DIR's pairs in place",
+    to: Annotated[Path | None, typer.Option(help="write here instead of rewriting OUT_DIR's pairs in place",
                                                show_default=False)] = None,
-    min_gap: Annotated[Optional[float], typer.Option(help="keep a pair when chosen MR - rejected MR >= this "
+    min_gap: Annotated[float | None, typer.Option(help="keep a pair when chosen MR - rejected MR >= this "
                                                      "(default: the recipe's generation.min_gap)",
                                                      show_default=False)] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="chosen side: each of the K best candidates of a turn "
+    top_k: Annotated[int | None, typer.Option(help="chosen side: each of the K best candidates of a turn "
                                                  "(default: 1 for best-worst, all for all)", show_default=False)] = None,
     pairs_per_turn: Annotated[str, typer.Option(help="best-worst: chosen vs the worst; all: chosen vs every "
                                                 "candidate ranked below it")] = "best-worst",

@@ -24,13 +24,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import polars as pl
 
 from collabgen.config.errors import CollabgenError
+from collabgen.output.manifest import read_manifest
 from collabgen.output.rows import pairs_schema
 from collabgen.output.shards import ShardWriter
 
@@ -78,7 +80,7 @@ def export(
     pairs_per_turn: PairsPerTurn = "best-worst",
     overwrite: bool = False,
 ) -> ExportReport:
-    manifest = _read_manifest(out_dir)
+    manifest = read_manifest(out_dir)
     candidate_files = sorted((out_dir / "candidates").glob("*.parquet"))
     if not candidate_files:
         raise ExportError(f"{out_dir}/candidates has no shards: nothing to select pairs from")
@@ -189,16 +191,6 @@ def _turn_groups(files: list[Path]) -> Iterator[list[dict[str, Any]]]:
             group.append(row)
     if group:
         yield group
-
-
-def _read_manifest(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        raise ExportError(f"{out_dir} is not a collabgen output: it has no manifest.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ExportError(f"{path}: not valid JSON ({err})") from None
 
 
 def _same(a: Path, b: Path) -> bool:

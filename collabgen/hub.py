@@ -17,13 +17,13 @@ pipelined multi-commit upload, which a re-run resumes.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from collabgen.config.errors import CollabgenError
+from collabgen.output.manifest import read_manifest
 
 CONFIGS = ("pairs", "sft", "candidates")
 ALLOW_PATTERNS = [*(f"{config}/*.parquet" for config in CONFIGS), "README.md", "manifest.json"]
@@ -72,25 +72,6 @@ def resolve_token(token_env: str = DEFAULT_TOKEN_ENV) -> str:
             "(https://huggingface.co/settings/tokens) or run `hf auth login` (formerly `huggingface-cli login`)"
         )
     raise PushError(f"no Hugging Face token: the environment variable {token_env} (from --token-env) is not set")
-
-
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    """The out dir's manifest, or an error saying this is not a collabgen out dir."""
-    if not out_dir.is_dir():
-        raise PushError(f"{out_dir}: no such directory")
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        raise PushError(
-            f"{out_dir} is not a collabgen output: it has no manifest.json "
-            "(run `collabgen run RECIPE` first, and pass the recipe's output.dir)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise PushError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(manifest, dict) or "counts" not in manifest:
-        raise PushError(f"{path}: not a collabgen manifest (no counts)")
-    return manifest
 
 
 def files_to_push(out_dir: Path, manifest: dict[str, Any]) -> list[str]:

@@ -9,7 +9,6 @@ which one was kept and which rejected, and a glimpse of each candidate's futures
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from collabgen.config.errors import CollabgenError
+from collabgen.output.manifest import read_manifest
 
 CONFIGS = ("pairs", "sft", "candidates")
 BAR = "█"
@@ -29,16 +29,6 @@ BAR = "█"
 
 class InspectError(CollabgenError):
     """The folder is not a collabgen output, or the conversation does not exist."""
-
-
-def load_manifest(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        raise InspectError(f"{out_dir} is not a collabgen output: it has no manifest.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise InspectError(f"{path}: not valid JSON ({err})") from None
 
 
 def shard_files(out_dir: Path, config: str) -> list[Path]:
@@ -59,7 +49,7 @@ def _rows(out_dir: Path, config: str) -> int:
 
 
 def summary(out_dir: Path, console: Console, *, bins: int = 10) -> None:
-    manifest = load_manifest(out_dir)
+    manifest = read_manifest(out_dir)
     counts = manifest.get("counts", {})
     console.print(
         Text.assemble(
@@ -205,7 +195,7 @@ def _usage_table(manifest: dict[str, Any]) -> Table:
 
 
 def conversation(out_dir: Path, conv_id: str, console: Console, *, width: int = 160) -> None:
-    manifest = load_manifest(out_dir)
+    manifest = read_manifest(out_dir)
     candidates = _scan(out_dir, "candidates")
     rows = (
         candidates.filter(pl.col("conv_id") == conv_id).sort("turn", "candidate").collect()

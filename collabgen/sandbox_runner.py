@@ -242,31 +242,31 @@ def _recording_result_class():  # type: ignore[no-untyped-def]
             if current is None or rank[status] > rank[current]:
                 self.status[key] = status
 
-        def addSuccess(self, test):  # type: ignore[no-untyped-def]  # noqa: N802
+        def addSuccess(self, test):  # type: ignore[no-untyped-def]
             super().addSuccess(test)
             self._mark(test, "pass")
 
-        def addFailure(self, test, err):  # type: ignore[no-untyped-def]  # noqa: N802
+        def addFailure(self, test, err):  # type: ignore[no-untyped-def]
             super().addFailure(test, err)
             self._mark(test, "fail")
 
-        def addError(self, test, err):  # type: ignore[no-untyped-def]  # noqa: N802
+        def addError(self, test, err):  # type: ignore[no-untyped-def]
             super().addError(test, err)
             self._mark(test, "error")
 
-        def addSkip(self, test, reason):  # type: ignore[no-untyped-def]  # noqa: N802
+        def addSkip(self, test, reason):  # type: ignore[no-untyped-def]
             super().addSkip(test, reason)
             self._mark(test, "skip")
 
-        def addExpectedFailure(self, test, err):  # type: ignore[no-untyped-def]  # noqa: N802
+        def addExpectedFailure(self, test, err):  # type: ignore[no-untyped-def]
             super().addExpectedFailure(test, err)
             self._mark(test, "pass")
 
-        def addUnexpectedSuccess(self, test):  # type: ignore[no-untyped-def]  # noqa: N802
+        def addUnexpectedSuccess(self, test):  # type: ignore[no-untyped-def]
             super().addUnexpectedSuccess(test)
             self._mark(test, "fail")
 
-        def addSubTest(self, test, subtest, err):  # type: ignore[no-untyped-def]  # noqa: N802
+        def addSubTest(self, test, subtest, err):  # type: ignore[no-untyped-def]
             super().addSubTest(test, subtest, err)
             if err is not None:
                 failed = issubclass(err[0], test.failureException)

@@ -69,9 +69,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 __all__ = [
     "CallRecord",
@@ -244,7 +245,7 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # listen backlog: many concurrent connections
 
-    def __init__(self, addr: tuple[str, int], fake: "FakeLLMServer") -> None:
+    def __init__(self, addr: tuple[str, int], fake: FakeLLMServer) -> None:
         self.fake = fake
         super().__init__(addr, _Handler)
 
@@ -272,13 +273,13 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.fake._unregister_conn(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
-        except (ConnectionError, socket.timeout, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             self.close_connection = True
 
     # -- body
@@ -370,7 +371,7 @@ class FakeLLMServer:
         self.port = 0
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "FakeLLMServer":
+    def start(self) -> FakeLLMServer:
         if self._httpd is not None:
             return self
         self._stop.clear()
@@ -402,10 +403,10 @@ class FakeLLMServer:
         self._httpd = None
         self._thread = None
 
-    def __enter__(self) -> "FakeLLMServer":
+    def __enter__(self) -> FakeLLMServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property

@@ -26,6 +26,11 @@ def math_recipe(base_url: str, out_dir: Path, **overrides: Any) -> dict[str, Any
                    "token_penalty": {"lambda": 5.0e-4, "cap": 1.0}},
         "output": {"dir": str(out_dir), "rows_per_shard": 10},
     }
+    return apply_overrides(recipe, overrides)
+
+
+def apply_overrides(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set `{"generation.max_turns": 2, ...}` style dotted keys in a recipe dict."""
     for dotted, value in overrides.items():
         node = recipe
         *parents, last = dotted.split(".")
@@ -55,23 +60,17 @@ def recipe_from_file(name: str, base_url: str, out_dir: Path, seeds: Path, **ove
             **role, "model": model, "temperature": shipped.get("temperature"), "max_tokens": shipped.get("max_tokens"),
         }
     recipe["output"] = {"dir": str(out_dir), "rows_per_shard": 10}
-    for dotted, value in overrides.items():
-        node = recipe
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return recipe
+    return apply_overrides(recipe, overrides)
 
 
-def read_shards(out_dir: Path, config: str):  # noqa: ANN201 - polars.DataFrame, imported lazily
+def read_shards(out_dir: Path, config: str):
     """Every shard of one config (`pairs`, `sft`, `candidates`) as one frame."""
     import polars as pl
 
     return pl.read_parquet(sorted((out_dir / config).glob("*.parquet")))
 
 
-def by_turn(candidates) -> dict[tuple[str, int], dict[bool, dict[str, Any]]]:  # noqa: ANN001 - polars.DataFrame
+def by_turn(candidates) -> dict[tuple[str, int], dict[bool, dict[str, Any]]]:
     """Candidate rows keyed by (conv_id, turn), then by whether they were sampled proactively."""
     table: dict[tuple[str, int], dict[bool, dict[str, Any]]] = {}
     for row in candidates.iter_rows(named=True):

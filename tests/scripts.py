@@ -69,7 +69,7 @@ def never_parsable_judge(call: ScriptCall) -> Reply:
     return Reply(text="I think the assistant was fine, maybe a 7 out of 10.")
 
 
-def install_math(server) -> None:  # noqa: ANN001 - tests.fakeserver.FakeLLMServer
+def install_math(server) -> None:
     server.set_script(POLICY, math_policy)
     server.set_script(USER, math_user)
     server.set_script(JUDGE, judge)
@@ -146,7 +146,7 @@ def document_policy(call: ScriptCall) -> str:
     return f"DRAFT: {title.group(1) if title else 'untitled'}"
 
 
-def install_document(server) -> None:  # noqa: ANN001 - tests.fakeserver.FakeLLMServer
+def install_document(server) -> None:
     server.set_script(POLICY, document_policy)
     server.set_script(USER, document_user)
     server.set_script(JUDGE, task_judge)
@@ -203,7 +203,7 @@ def code_policy(call: ScriptCall) -> str:
     return f"Here you go:\n```python\n{buggy}```\nThis should do it."
 
 
-def install_code(server) -> None:  # noqa: ANN001 - tests.fakeserver.FakeLLMServer
+def install_code(server) -> None:
     server.set_script(POLICY, code_policy)
     server.set_script(USER, code_user)
     server.set_script(JUDGE, task_judge)
@@ -232,7 +232,7 @@ def clarify_policy(call: ScriptCall) -> str:
     return "The answer is blue."
 
 
-def install_clarify(server) -> None:  # noqa: ANN001 - tests.fakeserver.FakeLLMServer
+def install_clarify(server) -> None:
     server.set_script(POLICY, clarify_policy)
     server.set_script(USER, clarify_user)
     server.set_script(JUDGE, task_judge)

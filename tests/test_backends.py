@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +20,12 @@ from collabgen.models.openai_backend import OpenAIBackend
 from collabgen.models.prefix import PrefixMeter
 from collabgen.models.rate_headers import parse_duration, rate_hint_from_headers
 from collabgen.models.usage import UsageBook
-from collabgen.models.vllm_backend import VLLMBackend, engine_kwargs, render_prompt, sampling_kwargs
+from collabgen.models.vllm_backend import (
+    VLLMBackend,
+    engine_kwargs,
+    render_prompt,
+    sampling_kwargs,
+)
 from tests.fakeserver import FakeLLMServer, Faults
 from tests.helpers import math_recipe, write_recipe
 from tests.scripts import install_math

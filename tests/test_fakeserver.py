@@ -280,7 +280,7 @@ async def test_max_consecutive_guarantees_success(server: FakeLLMServer) -> None
     server.faults = Faults(rate=1.0, kinds=("429", "500", "malformed"), max_consecutive=3)
     client = oai(server)
     errors = []
-    for attempt in range(4):
+    for attempt in range(4):  # noqa: B007 - read after the loop
         try:
             r = await oai_chat(client)
             break

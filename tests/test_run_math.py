@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from collabgen.cli import app
-from tests.fakeserver import Faults, FakeLLMServer
+from tests.fakeserver import FakeLLMServer, Faults
 from tests.helpers import math_recipe, write_recipe
 from tests.scripts import JUDGE, install_math, never_parsable_judge
 

@@ -277,7 +277,7 @@ async def test_api_keys_in_host_environment_do_not_leak(monkeypatch: pytest.Monk
     result = await run_script(Sandbox(), code)
     assert result.returncode == 0, result.stderr
     assert "sk-secret-test" not in result.stdout + result.stderr
-    keys = eval(result.stdout.split("KEYS", 1)[1].strip())  # noqa: S307 - our own list literal
+    keys = eval(result.stdout.split("KEYS", 1)[1].strip())
     assert set(keys) == ALLOWED_ENV
 
 
@@ -378,7 +378,7 @@ async def test_fallback_still_enforces_limits_and_scrubs_env(monkeypatch: pytest
     assert "MemoryError" in memory.stderr and memory.reason is not None and "memory" in memory.reason
     assert sleeper.timed_out and sleeper.reason == "timed out after 4s"
     assert "sk-secret-test" not in env.stdout
-    assert set(eval(env.stdout.splitlines()[0])) == ALLOWED_ENV  # noqa: S307
+    assert set(eval(env.stdout.splitlines()[0])) == ALLOWED_ENV
 
 
 async def test_fallback_runs_unittests() -> None:

@@ -34,7 +34,7 @@ class StubTools:
         self.judge_reply = judge_reply
         self.judge_calls: list[str] = []
 
-    async def judge_json(self, template: str, *, stage: str, validate=None, **variables: Any) -> Any:  # noqa: ANN001
+    async def judge_json(self, template: str, *, stage: str, validate=None, **variables: Any) -> Any:
         self.prompts.render(template, **variables)
         self.judge_calls.append(template)
         assert self.judge_reply is not None, "unexpected judge call"
@@ -130,7 +130,7 @@ def server():
         yield fake
 
 
-def run(recipe: dict[str, Any], tmp_path) -> Any:  # noqa: ANN001
+def run(recipe: dict[str, Any], tmp_path) -> Any:
     return CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "code.yaml", recipe))])
 
 

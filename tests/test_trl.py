@@ -19,13 +19,13 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 trl = pytest.importorskip("trl")
 
-import datasets  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import datasets
+from typer.testing import CliRunner
 
-from collabgen.cli import app  # noqa: E402
-from tests.fakeserver import FakeLLMServer  # noqa: E402
-from tests.helpers import math_recipe, write_recipe  # noqa: E402
-from tests.scripts import install_math  # noqa: E402
+from collabgen.cli import app
+from tests.fakeserver import FakeLLMServer
+from tests.helpers import math_recipe, write_recipe
+from tests.scripts import install_math
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ def run_on_ray(recipe: Recipe, *, slices: int | None, address: str | None, overw
         import ray
     except ImportError:
         raise CollabgenError("--ray needs Ray: pip install 'collabgen[ray]'") from None
-    from collabgen.engine.runner import prepare_out_dir, preflight
+    from collabgen.engine.runner import preflight, prepare_out_dir
     from collabgen.output.merge import merge_outputs
 
     preflight(recipe)

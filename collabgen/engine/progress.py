@@ -6,7 +6,14 @@ from types import TracebackType
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from collabgen.models.usage import UsageBook
 
@@ -62,7 +69,7 @@ class RunProgress:
             parts.append(f"{role} {tally.calls} calls/{tokens / 1000:.1f}k tok")
         self._progress.update(self._task, completed=self.done, failed=self.failed, calls=" · ".join(parts))
         stages = []
-        for role, by_stage in self.usage.to_dict().items():
+        for _role, by_stage in self.usage.to_dict().items():
             for stage, tally in by_stage.items():
                 tokens = tally["prompt_tokens"] + tally["completion_tokens"]
                 stages.append(f"{stage} {tokens / 1000:.1f}k")

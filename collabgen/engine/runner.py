@@ -126,7 +126,7 @@ class _LazySandbox:
     def __init__(self) -> None:
         self._sandbox = None
 
-    def __call__(self):  # noqa: ANN204 - returns collabgen.sandbox.Sandbox, imported lazily
+    def __call__(self):
         if self._sandbox is None:
             from collabgen.sandbox import Sandbox
 

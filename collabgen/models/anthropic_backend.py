@@ -5,15 +5,19 @@ policy as every other backend."""
 from __future__ import annotations
 
 import inspect
-import json
 from typing import Any
 
 import anthropic
 
 from collabgen.config.recipe import ModelConfig
-from collabgen.models.base import ChatRequest, ChatResult, Message, PermanentError, TransientError
+from collabgen.models.base import (
+    ChatRequest,
+    ChatResult,
+    Message,
+    PermanentError,
+)
 from collabgen.models.rate_headers import rate_hint_from_headers
-from collabgen.models.retry_after import retry_after_seconds
+from collabgen.models.sdk_errors import translated_errors
 
 DEFAULT_MAX_TOKENS = 2048
 
@@ -43,17 +47,11 @@ class AnthropicBackend:
         }
         if system:
             kwargs["system"] = system
-        try:
+        with translated_errors(anthropic, "Anthropic API"):
             raw = await self._client.messages.with_raw_response.create(**kwargs)
             response = raw.parse()
             if inspect.isawaitable(response):  # the async clients' raw responses parse lazily
                 response = await response
-        except anthropic.APIStatusError as err:
-            raise _classify(err) from None
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as err:
-            raise TransientError(f"{type(err).__name__}: {err}") from None
-        except (anthropic.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
-            raise TransientError(f"malformed response: {type(err).__name__}") from None
         text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
         finish = "length" if response.stop_reason == "max_tokens" else "stop"
         return ChatResult(
@@ -82,11 +80,3 @@ def split_system(messages: list[Message]) -> tuple[str, list[Message]]:
     if chat and chat[0]["role"] != "user":
         chat.insert(0, {"role": "user", "content": "(continue)"})
     return system, chat
-
-
-def _classify(err: anthropic.APIStatusError) -> Exception:
-    status = err.status_code
-    message = f"HTTP {status} from Anthropic API: {str(err)[:300]}"
-    if status in (408, 409, 425, 429) or status >= 500:
-        return TransientError(message, retry_after=retry_after_seconds(err.response.headers))
-    return PermanentError(message)

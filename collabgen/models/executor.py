@@ -9,10 +9,23 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from collabgen.config.recipe import ModelConfig
-from collabgen.models.base import ChatBackend, ChatRequest, ChatResult, Message, ModelError, TransientError
+from collabgen.models.base import (
+    ChatBackend,
+    ChatRequest,
+    ChatResult,
+    Message,
+    ModelError,
+    TransientError,
+)
 from collabgen.models.cache import RequestCache
 from collabgen.models.limits import RateLimiter
 from collabgen.models.prefix import PrefixMeter

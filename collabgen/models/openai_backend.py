@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 from typing import Any
 
 import openai
@@ -11,9 +10,14 @@ from openai._constants import RAW_RESPONSE_HEADER
 from openai.types.chat import ChatCompletion
 
 from collabgen.config.recipe import ModelConfig
-from collabgen.models.base import ChatRequest, ChatResult, PermanentError, TransientError, split_usage
+from collabgen.models.base import (
+    ChatRequest,
+    ChatResult,
+    TransientError,
+    split_usage,
+)
 from collabgen.models.rate_headers import rate_hint_from_headers
-from collabgen.models.retry_after import retry_after_seconds
+from collabgen.models.sdk_errors import translated_errors
 
 
 class OpenAIBackend:
@@ -45,7 +49,7 @@ class OpenAIBackend:
         if request.json_mode:
             kwargs["response_format"] = {"type": "json_object"}
         body = {**kwargs, **self.config.extra_body}
-        try:
+        with translated_errors(openai, str(self.config.base_url or "api.openai.com")):
             # The client's generic `post` skips the per-call transform of typed arguments
             # (a third of the engine's CPU per call, measured in bench/), same wire request.
             raw = await self._client.post(
@@ -55,12 +59,6 @@ class OpenAIBackend:
             response = raw.parse()
             if inspect.isawaitable(response):  # the async clients' raw responses parse lazily
                 response = await response
-        except openai.APIStatusError as err:
-            raise _classify(err) from None
-        except (openai.APITimeoutError, openai.APIConnectionError) as err:
-            raise TransientError(f"{type(err).__name__}: {err}") from None
-        except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
-            raise TransientError(f"malformed response: {type(err).__name__}") from None
         choices = sorted(response.choices or [], key=lambda c: c.index)
         if len(choices) != request.n:
             raise TransientError(f"asked for {request.n} choices, got {len(choices)}")
@@ -77,16 +75,3 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-def _classify(err: openai.APIStatusError) -> Exception:
-    status = err.status_code
-    message = f"HTTP {status} from {err.request.url if err.request else 'server'}: {_short(err)}"
-    if status in (408, 409, 425, 429) or status >= 500:
-        return TransientError(message, retry_after=retry_after_seconds(err.response.headers))
-    return PermanentError(message)
-
-
-def _short(err: Exception) -> str:
-    text = str(err)
-    return text if len(text) <= 300 else text[:300] + "..."

@@ -10,7 +10,14 @@ from collabgen.config.recipe import Recipe
 from collabgen.engine.journal import Journal, JournalIndex
 from collabgen.engine.records import TurnRecord
 from collabgen.models.usage import UsageBook
-from collabgen.output.rows import candidate_rows, candidates_schema, pair_row, pairs_schema, sft_row, sft_schema
+from collabgen.output.rows import (
+    candidate_rows,
+    candidates_schema,
+    pair_row,
+    pairs_schema,
+    sft_row,
+    sft_schema,
+)
 from collabgen.output.shards import ShardWriter
 
 CONFIGS = ("pairs", "sft", "candidates")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import collabgen
+from collabgen.config.errors import CollabgenError
 from collabgen.config.recipe import Recipe
 from collabgen.engine.journal import JournalIndex
 from collabgen.models.usage import UsageBook
@@ -80,6 +81,25 @@ def build_manifest(
         "recipe": recipe.public_dump(),
         "versions": package_versions(),
     }
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    """An out dir's manifest, or an error saying this is not a collabgen out dir."""
+    if not out_dir.is_dir():
+        raise CollabgenError(f"{out_dir}: no such directory")
+    path = out_dir / "manifest.json"
+    if not path.is_file():
+        raise CollabgenError(
+            f"{out_dir} is not a collabgen output: it has no manifest.json "
+            "(run `collabgen run RECIPE` first, and pass the recipe's output.dir)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise CollabgenError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or "counts" not in manifest:
+        raise CollabgenError(f"{path}: not a collabgen manifest (no counts)")
+    return manifest
 
 
 def scrub(text: str, secrets: list[str]) -> str:

@@ -23,7 +23,14 @@ from pydantic import Field, field_validator
 from collabgen.models.base import Message
 from collabgen.sandbox import Sandbox, SandboxLimits
 from collabgen.sandbox_runner import count_declared_tests
-from collabgen.tasks.base import ScoringTools, SeedModel, Task, TaskOptions, assistant_messages, transcript
+from collabgen.tasks.base import (
+    ScoringTools,
+    SeedModel,
+    Task,
+    TaskOptions,
+    assistant_messages,
+    transcript,
+)
 
 log = logging.getLogger("collabgen")
 

@@ -20,7 +20,14 @@ from math_verify import parse, verify
 from pydantic import field_validator
 
 from collabgen.models.base import Message
-from collabgen.tasks.base import ScoringTools, SeedModel, Task, TaskOptions, assistant_messages, transcript
+from collabgen.tasks.base import (
+    ScoringTools,
+    SeedModel,
+    Task,
+    TaskOptions,
+    assistant_messages,
+    transcript,
+)
 
 
 class MathSeed(SeedModel):
