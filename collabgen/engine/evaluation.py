@@ -148,7 +148,7 @@ class Evaluator:
 
 async def evaluate(recipe: Recipe, specs: list[PolicySpec]) -> list[EvalResult]:
     """All conversations of all policies; returns every result, resumed ones included."""
-    from collabgen.engine.runner import _LazySandbox
+    from collabgen.engine.runner import LazySandbox
 
     if not specs:
         raise RecipeError("eval: give at least one --policy")
@@ -179,7 +179,7 @@ async def evaluate(recipe: Recipe, specs: list[PolicySpec]) -> list[EvalResult]:
                     continue  # a line cut short by a kill
                 if result.status == "ok" and result.policy in names:
                     done[(result.policy, result.index)] = result
-    evaluator = Evaluator(recipe, task, prompts, roles, policies, _LazySandbox())
+    evaluator = Evaluator(recipe, task, prompts, roles, policies, LazySandbox())
     jobs = [(name, index, seed) for index, seed in seeds for name in names if (name, index) not in done]
     limit = asyncio.Semaphore(recipe.eval.conversations)
     results = list(done.values())

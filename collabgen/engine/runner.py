@@ -120,7 +120,7 @@ def _discard_outputs(out: Path) -> None:
         journal.unlink()
 
 
-class _LazySandbox:
+class LazySandbox:
     """One sandbox per run, made on first use (only code tasks need it)."""
 
     def __init__(self) -> None:
@@ -155,7 +155,7 @@ async def run_async(
     journal = Journal(state / "journal.jsonl")
     index = journal.index()
     done = index.finished()
-    scorer = Scorer(checked.task, recipe.reward, roles["judge"], checked.prompts, _LazySandbox())
+    scorer = Scorer(checked.task, recipe.reward, roles["judge"], checked.prompts, LazySandbox())
     team = Roles(policy=roles["policy"], user=roles["user"], judge=roles["judge"])
     seeds = iter_seeds(checked.task, recipe.task)
 

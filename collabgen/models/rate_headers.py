@@ -62,23 +62,23 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+# Per provider: header names (remaining requests, reset, remaining tokens, reset) and how to read a reset.
+_PROVIDERS = (
+    (("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+      "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"), parse_duration),
+    (("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset",
+      "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"), _seconds_until),
+)
+
+
 def rate_hint_from_headers(headers: Mapping[str, str]) -> RateHint | None:
-    if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
-        reset_r = headers.get("x-ratelimit-reset-requests")
-        reset_t = headers.get("x-ratelimit-reset-tokens")
-        return RateHint(
-            remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
-            reset_requests=parse_duration(reset_r) if reset_r else None,
-            remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
-            reset_tokens=parse_duration(reset_t) if reset_t else None,
-        )
-    if "anthropic-ratelimit-requests-remaining" in headers or "anthropic-ratelimit-tokens-remaining" in headers:
-        reset_r = headers.get("anthropic-ratelimit-requests-reset")
-        reset_t = headers.get("anthropic-ratelimit-tokens-reset")
-        return RateHint(
-            remaining_requests=_int(headers.get("anthropic-ratelimit-requests-remaining")),
-            reset_requests=_seconds_until(reset_r) if reset_r else None,
-            remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
-            reset_tokens=_seconds_until(reset_t) if reset_t else None,
-        )
+    for (requests, requests_reset, tokens, tokens_reset), read_reset in _PROVIDERS:
+        if requests in headers or tokens in headers:
+            reset_r, reset_t = headers.get(requests_reset), headers.get(tokens_reset)
+            return RateHint(
+                remaining_requests=_int(headers.get(requests)),
+                reset_requests=read_reset(reset_r) if reset_r else None,
+                remaining_tokens=_int(headers.get(tokens)),
+                reset_tokens=read_reset(reset_t) if reset_t else None,
+            )
     return None

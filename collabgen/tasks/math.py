@@ -57,7 +57,7 @@ class MathTask(Task):
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     user_template: ClassVar[str] = "tasks/math_user"
     description: ClassVar[str] = "MATH-Chat: competition math problems solved in conversation."
-    default_hub: ClassVar[str | None] = "lighteval/MATH"
+    default_hub: ClassVar[str | None] = "DigitalLearningGmbH/MATH-lighteval"
     options: MathOptions
 
     def templates(self) -> list[str]:
