@@ -93,6 +93,31 @@ ATTACKS = {
         "    ctypes.string_at(id(task_func), 64)\n"
         "    return 0\n"
     ),
+    "swap-sys.modules-unittest-for-a-look-alike": (
+        "import sys, types, unittest\n"
+        "fake = types.ModuleType('unittest')\n"
+        "fake.__dict__.update(unittest.__dict__)\n"
+        "class TestCase(unittest.TestCase):\n"
+        "    def assertEqual(self, *a, **k):\n        pass\n"
+        "    def assertTrue(self, *a, **k):\n        pass\n"
+        "fake.TestCase = TestCase\n"
+        "sys.modules['unittest'] = fake\n"
+        "def task_func(a, b):\n    return 0\n"
+    ),
+    "swap-sys.modules-unittest-with-a-base-not-from-unittest": (
+        "import sys, types\n"
+        "class TestCase:\n"
+        "    def __init__(self, *a):\n        pass\n"
+        "fake = types.ModuleType('unittest')\n"
+        "fake.TestCase = TestCase\n"
+        "sys.modules['unittest'] = fake\n"
+        "def task_func(a, b):\n    return 0\n"
+    ),
+    "delete-unittest-from-sys.modules": (
+        "import sys\n"
+        "del sys.modules['unittest']\n"
+        "def task_func(a, b):\n    return 0\n"
+    ),
     "swap-code-of-a-protected-method": (
         "import unittest\n"
         "unittest.TestCase.assertEqual.__code__ = (lambda self, *a, **k: None).__code__\n"

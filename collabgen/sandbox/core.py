@@ -141,12 +141,14 @@ class Sandbox:
                 warnings.warn(message, RuntimeWarning, stacklevel=4)
                 logger.warning("sandbox: %s", message)
             return False
-        if backend.private_uid_feasible():
+        closed = backend.closed_roots()
+        if not closed:
             return True
         raise SandboxUnavailable(
-            f"cannot run {sys.executable} as an unprivileged sandbox user with the {backend.name} backend (a directory "
-            "of the interpreter is closed to other users, or bubblewrap lacks --perms); running model code as root "
-            "would not be a sandbox"
+            f"cannot run {sys.executable} as an unprivileged sandbox user with the {backend.name} backend: "
+            f"{', '.join(closed)} {'is' if len(closed) == 1 else 'are'} closed to other users, and running model code "
+            "as root would not be a sandbox; open them to reading (`chmod o+rx DIR`; the interpreter's parents "
+            "may stay closed) or run collabgen from an interpreter installed elsewhere"
         )
 
     # ----------------------------------------------------------------- execution

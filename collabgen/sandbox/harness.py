@@ -166,7 +166,14 @@ def _make_undumpable() -> None:
 
 
 def _preimport(tests_src: str) -> list[tuple[str, object]]:
-    """Import the testing helpers the tests use, before the solution can patch them."""
+    """Import what the tests import, before the solution can replace or patch it.
+
+    Returns the modules whose callables are snapshotted (builtins, unittest, the numeric
+    testing helpers). Everything else the tests import is imported too, so that its
+    ``sys.modules`` entry exists before the solution runs: a solution that swaps one for
+    a look-alike (a ``unittest`` whose ``TestCase`` asserts nothing) is then caught by
+    identity (``modules`` in the hook), not only by attribute snapshots.
+    """
     import builtins
     import importlib
     import unittest
@@ -182,7 +189,52 @@ def _preimport(tests_src: str) -> list[tuple[str, object]]:
                 modules.append((name, importlib.import_module(name)))
             except Exception:  # noqa: BLE001 - a missing helper is the tests' problem, not ours
                 continue
+    for name in sorted(imported_module_names(tests_src)):
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - the tests will meet the same error, as their own
+            continue
     return modules
+
+
+def imported_module_names(source: str) -> set[str]:
+    """Dotted names of the modules the tests import (``from a.b import c`` gives ``a.b``), not ``solution``."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return {n for n in names if n.split(".")[0] not in ("solution", TESTS_MODULE)}
+
+
+def _testcase_subclasses() -> dict:
+    """``TestCase`` subclasses that exist before the solution runs (``IsolatedAsyncioTestCase``,
+    a library's base class the tests import), by id: their overrides are genuine."""
+    import unittest
+
+    found: dict = {}
+    todo = list(unittest.TestCase.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if id(cls) not in found:
+            found[id(cls)] = cls
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def code_objects(code) -> dict:  # type: ignore[no-untyped-def]
+    """Every code object compiled from one source, by id (keeps them alive, so ids stay unique)."""
+    found, todo = {}, [code]
+    while todo:
+        current = todo.pop()
+        found[id(current)] = current
+        todo.extend(c for c in current.co_consts if isinstance(c, type(code)))
+    return found
 
 
 def _read_fd(fd: int, limit: int) -> bytes:
@@ -256,6 +308,8 @@ def setup(argv: list[str]):  # type: ignore[no-untyped-def]
     protected = _preimport(tests_src)
     caps = _capture(_module_frame_code(), event_fd, sign, protected, _test_module(paths[1]))
     caps["import_solution"] = "solution" in imported_top_modules(tests_src)
+    caps["tests_codes"] = code_objects(tests_code)
+    caps["trusted_bases"] = _testcase_subclasses()
     async_base = _async_base(tests_src)
     classes = tuple(name for name, _ in declared_test_classes(tests_src))
     pipeline = _make_hook(caps, (solution_code, tests_code), classes, declared, async_base)
@@ -313,6 +367,8 @@ def _capture(module_code, event_fd: int, sign, protected, module) -> dict:  # ty
         "name_of": type.__dict__["__name__"].__get__,
         "func_dict": types.FunctionType.__dict__["__dict__"].__get__,
         "TestCase_init": test_case.__dict__["__init__"],
+        "code_of": types.FunctionType.__dict__["__code__"].__get__,
+        "modules": sys.modules,
         "flush": (sys.stdout.flush, sys.stderr.flush),
         "max_reason": _MAX_REASON,
     }
@@ -343,6 +399,8 @@ def _make_hook(caps: dict, codes: tuple, class_names: tuple, declared: int, asyn
     name_of_type, func_dict, flushes = caps["name_of"], caps["func_dict"], caps["flush"]
     event_fd, ns, module_code, sign = caps["event_fd"], caps["ns"], caps["module_code"], caps["sign"]
     get_ident, getpid, max_reason = caps["get_ident"], caps["getpid"], caps["max_reason"]
+    code_of, tests_codes, modules = caps["code_of"], caps["tests_codes"], caps["modules"]
+    trusted_bases = caps["trusted_bases"]
     my_pid, main_ident = getpid(), get_ident()
     queue, END, step_event, tamper_exit, crash_exit = caps["Queue"](), object_(), _STEP, TAMPER_EXIT, BOOKKEEPING_EXIT
     vetoed, guarded = set_(_VETOED), set_(_GUARDED_ATTRS)
@@ -366,22 +424,25 @@ def _make_hook(caps: dict, codes: tuple, class_names: tuple, declared: int, asyn
                 copy[key] = value
         return copy
 
-    def changed(label: str, mapping, before: dict, callables_only: bool) -> str | None:
+    def changed(label: str, mapping, before: dict, mode: str) -> str | None:
+        """``mode``: "callables" (those may not change), "kept" (no value may change; new keys are
+        fine: ``sys.modules``), "exact" (nothing may change or be added: ``TestCase``)."""
         try:
             now = snapshot(mapping)
         except BaseException_:
             return label + " changed while being checked"
         for key, value in before.items():
-            if now.get(key, END) is not value and (not callables_only or callable_(value)):
+            if now.get(key, END) is not value and (mode != "callables" or callable_(value)):
                 return label + "." + key + " was replaced or removed"
-        if not callables_only:
+        if mode == "exact":
             for key in now:
                 if key not in before:
                     return label + "." + key + " was added"
         return None
 
-    baseline = [(label, m.__dict__, snapshot(m.__dict__), True) for label, m in caps["protected"]]
-    baseline.append(("unittest.TestCase", dict_of(TestCase), snapshot(dict_of(TestCase)), False))
+    baseline = [(label, m.__dict__, snapshot(m.__dict__), "callables") for label, m in caps["protected"]]
+    baseline.append(("unittest.TestCase", dict_of(TestCase), snapshot(dict_of(TestCase)), "exact"))
+    baseline.append(("sys.modules", modules, snapshot(modules), "kept"))
 
     def protect(obj) -> None:
         protected_ids[id_(obj)] = obj
@@ -394,15 +455,15 @@ def _make_hook(caps: dict, codes: tuple, class_names: tuple, declared: int, asyn
 
     def rebaseline() -> None:
         fresh = []
-        for label, mapping, _, callables_only in baseline:
-            fresh.append((label, mapping, snapshot(mapping), callables_only))
+        for label, mapping, _, mode in baseline:
+            fresh.append((label, mapping, snapshot(mapping), mode))
             for value in fresh[-1][2].values():
                 protect(value)
         baseline[:] = fresh
 
     def check_integrity(extra: list) -> str | None:
-        for label, mapping, before, callables_only in baseline + extra:
-            problem = changed(label, mapping, before, callables_only)
+        for label, mapping, before, mode in baseline + extra:
+            problem = changed(label, mapping, before, mode)
             if problem is not None:
                 return problem
         return None
@@ -478,6 +539,25 @@ def _make_hook(caps: dict, codes: tuple, class_names: tuple, declared: int, asyn
                     attrs[key] = value
         return attrs
 
+    def foreign_override(cls) -> str | None:
+        """A ``TestCase`` attribute a class before ``TestCase`` in the MRO overrides with code not from the tests.
+
+        Why: the solution can hand the tests a look-alike base (``sys.modules['unittest']``
+        swapped for a module whose ``TestCase`` subclass asserts nothing); the genuine methods
+        are then shadowed, not patched, and no snapshot of ``unittest`` sees it.
+        """
+        genuine = dict_of(TestCase)
+        for klass in mro_of(cls):
+            if klass is TestCase or trusted_bases.get(id_(klass)) is klass:
+                return None
+            for key, value in dict_of(klass).items():
+                if type_(key) is not str_ or key not in genuine or key[:2] == "__":
+                    continue
+                func = value.__func__ if type_(value) is classmethod_ or type_(value) is staticmethod_ else value
+                if type_(func) is not FunctionType or tests_codes.get(id_(code_of(func))) is not code_of(func):
+                    return type_name(cls) + "." + key + " does not come from the tests (" + type_name(klass) + ")"
+        return None
+
     def plan() -> list:
         """[(class, attrs, [test names])] for the test classes the tests declare, sorted like unittest."""
         current = snapshot(ns)
@@ -486,6 +566,10 @@ def _make_hook(caps: dict, codes: tuple, class_names: tuple, declared: int, asyn
             cls = current.get(name)
             if cls is None or not isinstance_(cls, type_) or not issubclass_(cls, TestCase):
                 continue
+            problem = foreign_override(cls)
+            if problem is not None:
+                state["tamper"] = problem
+                return []
             attrs = resolve(cls)
             names = []
             for key, value in attrs.items():
@@ -570,7 +654,7 @@ def _make_hook(caps: dict, codes: tuple, class_names: tuple, declared: int, asyn
         raised = yield (class_hook(attrs, cls, "setUpClass"),)
         if raised is not None:
             return (b"S" if issubclass_(raised, SkipTest) else b"E") * len_(names)
-        extra = [(type_name(cls), dict_of(cls), snapshot(dict_of(cls)), True)]
+        extra = [(type_name(cls), dict_of(cls), snapshot(dict_of(cls)), "callables")]
         is_async = async_base is not None and issubclass_(cls, async_base)
         statuses = b""
         for name in names:
@@ -591,6 +675,8 @@ def _make_hook(caps: dict, codes: tuple, class_names: tuple, declared: int, asyn
         if reason is not None or state["tamper"]:
             return b"E" * declared, reason
         classes, setup_module = plan(), module_hook("setUpModule")
+        if state["tamper"]:
+            return b"E" * declared, None
         if setup_module is not None and (yield (setup_module,)) is not None:
             planned = 0
             for _, _, names in classes:

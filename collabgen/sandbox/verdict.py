@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["describe_exit", "script_result", "unittest_result"]
 
 _STDERR_TAIL_CHARS = 4000
+_MAX_REASON_CHARS = 200
 _STDERR_HINTS = (
     ("MemoryError", "memory limit (MemoryError)"),
     ("Cannot allocate memory", "memory limit (allocation failed)"),
@@ -108,7 +109,19 @@ def script_result(done: Exit, nonce: str, isolation: str, limits: SandboxLimits)
     return SandboxResult(returncode, done.stdout, done.stderr, False, isolation, reason)
 
 
+def bounded_text(text: str, limit: int = _MAX_REASON_CHARS) -> str:
+    """Text the sandboxed code may have chosen, made safe to log: printable and short.
+
+    Why: a tamper reason travels from the code's process into our logs; it must not carry
+    terminal escapes, fill a log, or smuggle a file it read (the view hides the host's files;
+    the logger's scrubber masks known keys).
+    """
+    printable = "".join(ch if ch.isprintable() else "?" for ch in text[: limit + 1])
+    return printable if len(printable) <= limit else printable[: limit - 3] + "..."
+
+
 def _tampered(declared: int, why: str, isolation: str, stderr: str) -> UnitTestOutcome:
+    why = bounded_text(why)
     return UnitTestOutcome(0, 0, declared, declared, f"tampered: {why}", isolation, stderr=stderr,
                            tampered=True, tamper_reason=why)
 

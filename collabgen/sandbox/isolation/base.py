@@ -63,11 +63,11 @@ class IsolationBackend(Protocol):
         """None when this backend works here with these limits; otherwise why it does not."""
         ...
 
-    def private_uid_feasible(self) -> bool:
-        """Whether a sandbox-private unprivileged uid could still start the interpreter.
+    def closed_roots(self) -> list[str]:
+        """Directories a sandbox-private unprivileged uid would need but may not enter; empty when it can run.
 
         Asked only when we are root: without a uid drop RLIMIT_NPROC is not enforced and
-        the child could signal or read the warden.
+        the child could signal or read the warden, so a non-empty answer is a refusal.
         """
         ...
 

@@ -23,17 +23,20 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from typing import TYPE_CHECKING
 
 from collabgen.sandbox.bootstrap import SYSTEM_PATH
 from collabgen.sandbox.isolation.base import Launch
 from collabgen.sandbox.isolation.mounts import (
-    MountPlan,
-    interpreter_roots,
-    mount_plan,
+    bind_plan,
+    closed_roots,
+    import_paths,
+    open_parents,
+    outermost,
     plain_python_launch,
-    rebinds_under,
+    system_view,
 )
 
 if TYPE_CHECKING:
@@ -59,7 +62,7 @@ class BubblewrapBackend:
         self._tmp_root = tmp_root
         self._is_root = os.geteuid() == 0
         self._options: frozenset[str] = frozenset()
-        self._plan: MountPlan | None = None
+        self._paths: list[str] | None = None
 
     def probe(self, limits: SandboxLimits) -> str | None:
         """Try ``bwrap ... true`` with the flags real runs use; None means it works."""
@@ -70,7 +73,7 @@ class BubblewrapBackend:
             self._options = self._supported_options()
             if "--size" not in self._options:
                 return f"{self.path} is too old to cap the run's scratch space (--size needs bubblewrap 0.7 or newer)"
-            drop = self._is_root and self._mounts().feasible
+            drop = self._is_root and not self.closed_roots()
             argv = [*self._argv(probe_dir, probe_dir, drop, limits), "--", "true"]
             done = subprocess.run(argv, capture_output=True, timeout=_PROBE_TIMEOUT_S, check=False, env={"PATH": SYSTEM_PATH})
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -81,9 +84,9 @@ class BubblewrapBackend:
             return f"probe exited with {done.returncode}: {done.stderr.decode(errors='replace').strip()[:300]}"
         return None
 
-    def private_uid_feasible(self) -> bool:
-        """Feasible when the interpreter can be bound back behind the masking tmpfs."""
-        return self._mounts().feasible
+    def closed_roots(self) -> list[str]:
+        """Interpreter and import directories another uid may not enter (their parents never matter)."""
+        return closed_roots(self._import_paths())
 
     def launch(self, workspace: Workspace, limits: SandboxLimits) -> Launch:
         """The bwrap command line for one workspace; the child copies the inputs into the capped tmpfs."""
@@ -105,10 +108,10 @@ class BubblewrapBackend:
         text = (done.stdout + done.stderr).decode(errors="replace")
         return frozenset(opt for opt in _OPTIONAL if opt in text)
 
-    def _mounts(self) -> MountPlan:
-        if self._plan is None:
-            self._plan = mount_plan(interpreter_roots(), "--perms" in self._options)
-        return self._plan
+    def _import_paths(self) -> list[str]:
+        if self._paths is None:
+            self._paths = import_paths(sys.executable)
+        return self._paths
 
     def _argv(self, host_dir: str, workdir: str, drop_uid: bool, limits: SandboxLimits) -> list[str]:
         """bwrap flags; the order of mount operations matters (later ones shadow earlier ones)."""
@@ -124,22 +127,13 @@ class BubblewrapBackend:
                 argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
             argv.append("--unshare-user")
-        argv += ["--ro-bind", "/", "/"]
-        if drop_uid:
-            argv += list(self._mounts().args)
-        argv += ["--proc", "/proc", "--dev", "/dev", *self._sealed("/run")]
+        argv += system_view()
+        argv += ["--proc", "/proc", "--dev", "/dev"]
         argv += self._scratch("/tmp", limits.disk_mb) + self._scratch("/dev/shm", limits.shm_mb)
-        argv += rebinds_under(interpreter_roots(), ("/tmp", "/dev/shm"))
+        argv += bind_plan(outermost(self._import_paths()))  # after /tmp: a venv there is bound over the fresh tmpfs
         if not workdir.startswith("/tmp/"):
-            argv += self._scratch(workdir, limits.disk_mb)
+            argv += open_parents([workdir]) + self._scratch(workdir, limits.disk_mb)
         return [*argv, "--ro-bind", host_dir, INPUTS, "--chdir", "/"]
-
-    def _sealed(self, mount: str) -> list[str]:
-        """An empty root-owned tmpfs: ``/run`` holds host sockets (postgres, dbus) a read-only bind still lets one connect to."""
-        options = ["--perms", "0755"] if "--perms" in self._options else []
-        if "--size" in self._options:
-            options += ["--size", str(_MIB)]
-        return [*options, "--tmpfs", mount]
 
     def _scratch(self, mount: str, size_mb: int) -> list[str]:
         """A world-writable (sticky) tmpfs capped at ``size_mb``: the run's only writable space.

@@ -3,10 +3,13 @@
 Why this exists: as root we drop to a private uid (the kernel ignores RLIMIT_NPROC for
 uid 0), but that uid must still be able to run Python, wherever it is installed:
 
-* under bubblewrap, directories it may not traverse on the way to the interpreter (e.g.
-  ``/root`` with a pyenv install) are hidden behind a tmpfs and only the interpreter tree
-  is bound back, which also hides the rest of root's home; interpreter trees under paths
-  the sandbox replaces (``/tmp``: a virtualenv made there) are bound back read-only;
+* under bubblewrap, the sandbox's filesystem is an allowlist (:func:`system_view`): the
+  system directories, then the interpreter trees and every ``sys.path`` directory of the
+  child (:func:`import_roots`) bound read-only at their own paths, their parents made
+  ``0755`` inside the sandbox (:func:`bind_plan`). The host's modes on those parents never
+  matter (``/root`` with a pyenv install, a venv in a ``0700`` temp dir, ``/tmp/a/venv``
+  behind the fresh ``/tmp``), and nothing else of the host is there (home directories,
+  tokens, other out dirs);
 * without bubblewrap, the warden (still root) does the same masking itself in a private
   mount namespace (:func:`mask_plan`), so the interpreter keeps its own paths and
   subprocesses that re-run ``sys.executable`` work; where the kernel refuses a mount
@@ -19,36 +22,37 @@ uid 0), but that uid must still be able to run Python, wherever it is installed:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import site
 import stat
+import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from collabgen.sandbox.isolation.base import PythonLaunch
 
 __all__ = [
-    "MountPlan",
+    "SYSTEM_DIRS",
+    "bind_plan",
+    "closed_roots",
     "fd_python_launch",
+    "import_paths",
     "interpreter_roots",
     "mask_plan",
-    "mount_plan",
+    "open_parents",
+    "outermost",
     "plain_python_launch",
     "reachable_by_others",
-    "rebinds_under",
+    "system_view",
 ]
 
 _FIRST_DIR_FD = 200
-
-
-@dataclass(frozen=True)
-class MountPlan:
-    """bwrap arguments that make the interpreter reachable for the sandbox uid."""
-
-    args: tuple[str, ...]
-    feasible: bool
+_PROBE_TIMEOUT_S = 30.0
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+"""What every sandbox sees of the host, read-only (see :func:`system_view`)."""
+_SYSTEM_TOPS = frozenset(d.strip("/") for d in SYSTEM_DIRS)
 
 
 def interpreter_roots() -> list[str]:
@@ -68,8 +72,7 @@ def interpreter_roots() -> list[str]:
     with contextlib.suppress(AttributeError):
         candidates.update(site.getsitepackages())
     paths = {os.path.abspath(p) for p in candidates if p} | {os.path.realpath(p) for p in candidates if p}
-    existing = sorted(p for p in paths if os.path.isdir(p))
-    return [p for p in existing if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in existing)]
+    return outermost(p for p in paths if os.path.isdir(p))
 
 
 def _others_can(path: str, bits: int) -> bool:
@@ -93,25 +96,11 @@ def reachable_by_others(path: str) -> bool:
     )
 
 
-def _under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
-def rebinds_under(roots: Iterable[str], replaced: Iterable[str]) -> list[str]:
-    """``--ro-bind`` arguments putting back interpreter roots hidden by a replaced mount (``/tmp``)."""
-    args: list[str] = []
-    tops = list(replaced)
-    for root in roots:
-        if any(_under(root, top) for top in tops):
-            args += ["--ro-bind", root, root]
-    return args
-
-
 def mask_plan(roots: Iterable[str]) -> list[tuple[str, list[str]]] | None:
     """``[(untraversable ancestor, interpreter roots under it)]``; None if a root itself is closed."""
     masks: dict[str, list[str]] = {}
     for root in roots:
-        if not _others_can(root, stat.S_IXOTH):
+        if closed_roots([root]):
             return None
         blocked = next((a for a in _ancestors(root) if not _others_can(a, stat.S_IXOTH)), None)
         if blocked is not None:
@@ -119,22 +108,94 @@ def mask_plan(roots: Iterable[str]) -> list[tuple[str, list[str]]] | None:
     return sorted(masks.items())
 
 
-def mount_plan(roots: Iterable[str], perms_supported: bool) -> MountPlan:
-    """bwrap: hide untraversable ancestors (like /root) behind a tmpfs and bind the roots back."""
-    masks = mask_plan(roots)
-    if masks is None or (masks and not perms_supported):
-        return MountPlan((), feasible=False)  # without --perms, parents would be created 0700
+def import_paths(python: str) -> list[str]:
+    """Interpreter directories plus every entry of the child's ``sys.path``, probed once.
+
+    Why probe: the child runs ``python -s`` with a scrubbed environment, so its
+    ``sys.path`` is exactly what ``-I`` prints here (no PYTHONPATH, no script directory).
+    ``.pth`` files put other directories there (a venv chained to another venv's
+    site-packages, a project installed with ``pip install -e`` in path mode); the tests need
+    them, and nothing else of the host's filesystem.
+    """
+    paths = set(interpreter_roots())
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        done = subprocess.run(
+            [python, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+            capture_output=True, timeout=_PROBE_TIMEOUT_S, check=True, cwd="/", env={"PATH": "/usr/bin:/bin"},
+        )
+        entries = [e for e in json.loads(done.stdout) if isinstance(e, str) and e.startswith("/")]
+        paths.update(os.path.abspath(e) for e in entries)
+        paths.update(os.path.realpath(e) for e in entries)
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+def outermost(paths: Iterable[str]) -> list[str]:
+    """The paths no other one contains: what gets bound."""
+    existing = sorted(set(paths))
+    return [p for p in existing if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in existing)]
+
+
+def closed_roots(paths: Iterable[str]) -> list[str]:
+    """Directories another uid could not enter or list on the way into ``paths``, once bound.
+
+    Only what lies inside a bound root counts: parents above it are made afresh in the
+    sandbox (:func:`bind_plan`).
+    """
+    paths = list(paths)
+    roots = outermost(paths)
+    closed: set[str] = set()
+    for path in paths:
+        root = next(r for r in roots if path == r or path.startswith(r.rstrip("/") + "/"))
+        inside = [a for a in _ancestors(path) if a == root or a.startswith(root.rstrip("/") + "/")]
+        closed.update(a for a in inside if not _others_can(a, stat.S_IXOTH))
+        if os.path.isdir(path) and not _others_can(path, stat.S_IXOTH | stat.S_IROTH):
+            closed.add(path)
+    return sorted(closed)
+
+
+def system_view() -> list[str]:
+    """bwrap arguments for the system part of the sandbox's filesystem: an allowlist.
+
+    Why an allowlist instead of ``--ro-bind / /``: whatever the host's uid can read would be
+    readable by model code too (``~/.ssh``, ``~/.cache/huggingface/token``, other projects'
+    out dirs, ``/run`` sockets). Only the directories programs are made of are there; merged
+    ``/usr`` symlinks (``/lib -> usr/lib``) stay symlinks.
+    """
     args: list[str] = []
-    for mask, bound in masks:
-        args += ["--perms", "0755", "--tmpfs", mask]
-        made: set[str] = set()
-        for root in bound:
-            for directory in _ancestors(root):
-                if directory.startswith(mask + "/") and directory not in made:
-                    made.add(directory)
-                    args += ["--perms", "0755", "--dir", directory]
-            args += ["--ro-bind", root, root]
-    return MountPlan(tuple(args), feasible=True)
+    for top in SYSTEM_DIRS:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return args
+
+
+def bind_plan(roots: Iterable[str]) -> list[str]:
+    """bwrap arguments binding each root read-only at its own path, parents made open.
+
+    Why parents are made here: bwrap would create a missing parent (``/tmp/a`` of a venv
+    at ``/tmp/a/venv``, ``/root`` of a pyenv install) as ``0700 root``, which the sandbox uid
+    cannot enter. Made with ``--perms 0755`` in the sandbox's own mounts, they hide whatever
+    else the host keeps there and ignore the host's modes (a venv in a ``mkdtemp`` dir, a
+    base interpreter under a closed home directory).
+    """
+    roots = list(roots)
+    args = open_parents(roots)
+    for root in roots:
+        args += ["--ro-bind", root, root]
+    return args
+
+
+def open_parents(paths: Iterable[str]) -> list[str]:
+    """``--perms 0755 --dir`` for every missing ancestor of ``paths``, outermost first."""
+    args: list[str] = []
+    made: set[str] = set()
+    for path in paths:
+        for directory in _ancestors(path):
+            if directory not in made and directory.split("/")[1] not in _SYSTEM_TOPS:
+                made.add(directory)
+                args += ["--perms", "0755", "--dir", directory]
+    return args
 
 
 def plain_python_launch() -> PythonLaunch:

@@ -23,7 +23,13 @@ import os
 from typing import TYPE_CHECKING
 
 from collabgen.sandbox.isolation.base import Launch
-from collabgen.sandbox.isolation.mounts import fd_python_launch, interpreter_roots, mask_plan, plain_python_launch
+from collabgen.sandbox.isolation.mounts import (
+    closed_roots,
+    fd_python_launch,
+    interpreter_roots,
+    mask_plan,
+    plain_python_launch,
+)
 
 if TYPE_CHECKING:
     from collabgen.sandbox.isolation.base import PythonLaunch
@@ -46,9 +52,9 @@ class RlimitsBackend:
         """Always usable: it needs nothing beyond the interpreter."""
         return None
 
-    def private_uid_feasible(self) -> bool:
-        """Feasible unless an interpreter directory itself is closed to other users."""
-        return self._masks is not None
+    def closed_roots(self) -> list[str]:
+        """Interpreter directories closed to other users (ancestors are masked by the warden)."""
+        return [] if self._masks is not None else closed_roots(interpreter_roots())
 
     def launch(self, workspace: Workspace, limits: SandboxLimits) -> Launch:
         """The workspace is the host directory itself; the host watches its disk use."""
