@@ -35,9 +35,9 @@ def test_a_sandbox_that_cannot_give_a_right_verdict_stops_the_run_before_any_cal
 def test_a_sandbox_breaking_mid_run_fails_conversations_with_the_reason_not_a_zero(tmp_path, monkeypatch):
     real = Sandbox.run_unittests
 
-    async def breaks_after_the_canary(self, code: str, tests: str):
+    async def breaks_after_the_canary(self, code: str, tests: str, verdict: str = "auto"):
         if "class CanaryTests" in tests:
-            return await real(self, code, tests)
+            return await real(self, code, tests, verdict)
         raise SandboxInfrastructureError("the harness crashed", stderr="Segmentation fault")
 
     monkeypatch.setattr(Sandbox, "run_unittests", breaks_after_the_canary)

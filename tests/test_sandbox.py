@@ -148,7 +148,9 @@ async def test_a_crashing_solution_scores_zero_without_being_called_tampering() 
     crash = "import os\ndef task_func(a, b):\n    os._exit(3)\n"
     outcome = await Sandbox(FAST).run_unittests(crash, TESTS_IMPORTING)
     assert (outcome.passed, outcome.total) == (0, 2) and not outcome.tampered
-    assert outcome.reason == "no test report (exited with code 3)"
+    assert outcome.reason is not None and "exited with code 3" in outcome.reason
+    in_process = await Sandbox(FAST).run_unittests(crash, TESTS_IMPORTING, verdict="in_process")
+    assert in_process.reason == "no test report (exited with code 3)" and not in_process.tampered
 
 
 # --------------------------------------------------------------------------- 2. CPU

@@ -104,8 +104,8 @@ async def test_the_canary_catches_a_sandbox_that_passes_everything(monkeypatch: 
     sandbox = Sandbox(FAST)
     real = sandbox.run_unittests
 
-    async def always_pass(solution: str, tests: str):  # type: ignore[no-untyped-def]
-        return await real(SOLUTION, tests)
+    async def always_pass(solution: str, tests: str, verdict: str = "auto"):  # type: ignore[no-untyped-def]
+        return await real(SOLUTION, tests, verdict)
 
     monkeypatch.setattr(sandbox, "run_unittests", always_pass)
     with pytest.raises(SandboxUnavailable, match="a wrong program was not failed"):

@@ -130,10 +130,22 @@ ATTACKS = {
 @pytest.mark.parametrize("attack", list(ATTACKS))
 async def test_every_forging_attack_scores_zero_and_is_flagged(attack: str, isolation: str) -> None:
     tests = TESTS_ASSERT_TRUE if "assertTrue" in attack else TESTS_IMPORTING
-    outcome = await sandbox_for(isolation, FAST).run_unittests(ATTACKS[attack], tests)
+    outcome = await sandbox_for(isolation, FAST).run_unittests(ATTACKS[attack], tests, verdict="in_process")
     assert outcome.passed == 0 and outcome.pass_rate == 0.0 and not outcome.all_passed, outcome
     assert outcome.tampered, outcome
     assert outcome.tamper_reason and outcome.reason and outcome.reason.startswith("tampered: ")
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_under_the_separate_process_verdict_every_attack_scores_zero(isolation: str) -> None:
+    """The tests never run where the attack ran: nothing it patches, forges or reads reaches them."""
+    sandbox = sandbox_for(isolation, FAST)
+    for attack, source in ATTACKS.items():
+        tests = TESTS_ASSERT_TRUE if "assertTrue" in attack else TESTS_IMPORTING
+        outcome = await sandbox.run_unittests(source, tests, verdict="values")
+        assert outcome.verdict == "values" and outcome.passed == 0 and outcome.total == 2, (attack, outcome)
+    honest = await sandbox.run_unittests(SOLUTION, TESTS_IMPORTING)
+    assert honest.verdict == "values" and honest.all_passed, honest
 
 
 async def test_patching_the_numeric_test_helpers_is_flagged() -> None:
@@ -178,7 +190,7 @@ OLD_TRICKS = {
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 @pytest.mark.parametrize("trick", list(OLD_TRICKS))
 async def test_tricks_that_already_failed_still_fail(trick: str, isolation: str) -> None:
-    outcome = await sandbox_for(isolation, FAST).run_unittests(OLD_TRICKS[trick], TESTS_IMPORTING)
+    outcome = await sandbox_for(isolation, FAST).run_unittests(OLD_TRICKS[trick], TESTS_IMPORTING, verdict="in_process")
     assert outcome.passed == 0 and outcome.total == 2 and not outcome.all_passed, outcome
 
 
@@ -213,7 +225,7 @@ def task_func(a, b):
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_introspection_heavy_honest_code_passes_and_is_not_flagged(isolation: str) -> None:
-    outcome = await sandbox_for(isolation, FAST).run_unittests(HONEST, TESTS_IMPORTING)
+    outcome = await sandbox_for(isolation, FAST).run_unittests(HONEST, TESTS_IMPORTING, verdict="in_process")
     assert outcome.all_passed and not outcome.tampered, outcome
 
 
@@ -234,7 +246,7 @@ class TestCases(unittest.TestCase):
             raise SystemExit(0)
         self.assertEqual(task_func(1, 1), 2)
 """
-    outcome = await Sandbox(FAST).run_unittests(SOLUTION, tests)
+    outcome = await Sandbox(FAST).run_unittests(SOLUTION, tests, verdict="in_process")
     assert outcome.all_passed and not outcome.tampered, outcome
 
 
@@ -273,10 +285,10 @@ async def test_the_tests_own_module_code_may_change_builtins_but_the_solution_ma
     tests = "import builtins\nbuiltins.input = lambda *a: '5'\n" + TESTS_IMPORTING.replace(
         "self.assertEqual(task_func(1, 2), 3)", "self.assertEqual(task_func(int(input()), 2), 7)"
     )
-    honest = await Sandbox(FAST).run_unittests(SOLUTION, tests)
+    honest = await Sandbox(FAST).run_unittests(SOLUTION, tests, verdict="in_process")
     assert honest.all_passed and not honest.tampered, honest
     sneaky = "import builtins\nbuiltins.len = lambda *a: 0\ndef task_func(a, b):\n    return 0\n"
-    flagged = await Sandbox(FAST).run_unittests(sneaky, TESTS_IMPORTING)
+    flagged = await Sandbox(FAST).run_unittests(sneaky, TESTS_IMPORTING, verdict="in_process")
     assert flagged.tampered and "builtins.len" in (flagged.tamper_reason or "")
 
 
@@ -287,5 +299,5 @@ async def test_a_solution_that_tampers_only_when_imported_as_a_module_is_flagged
         "    unittest.TestCase.assertEqual = lambda self, *a, **k: None\n"
         "def task_func(a, b):\n    return 0\n"
     )
-    outcome = await Sandbox(FAST).run_unittests(sneaky, TESTS_IMPORTING)
+    outcome = await Sandbox(FAST).run_unittests(sneaky, TESTS_IMPORTING, verdict="in_process")
     assert outcome.passed == 0 and outcome.tampered, outcome

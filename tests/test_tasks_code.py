@@ -91,7 +91,7 @@ async def test_the_judge_extracts_the_code_when_the_last_message_has_none():
 
 async def test_an_empty_extraction_scores_zero_without_running_anything():
     class NoSandbox:
-        async def run_unittests(self, solution: str, tests: str) -> None:
+        async def run_unittests(self, solution: str, tests: str, verdict: str = "auto") -> None:
             raise AssertionError("nothing to run")
 
     assert await score(ADD, chat("What should it do?"), StubTools(NoSandbox(), {"code": ""})) == 0.0
@@ -106,7 +106,7 @@ async def test_code_prompt_imports_are_put_in_front_of_a_solution_that_lacks_the
 
 async def test_a_sandbox_that_breaks_fails_the_future_instead_of_scoring_zero():
     class BrokenSandbox:
-        async def run_unittests(self, solution: str, tests: str) -> None:
+        async def run_unittests(self, solution: str, tests: str, verdict: str = "auto") -> None:
             raise SandboxInfrastructureError("bwrap: execvp /tmp/venv/bin/python: No such file or directory")
 
     right, _ = CODE_VARIANTS["adds two numbers"]
@@ -118,8 +118,12 @@ async def test_tampering_code_scores_zero_is_flagged_and_logged(caplog):
     _, buggy = CODE_VARIANTS["adds two numbers"]
     forging = "import unittest\nunittest.TestCase.assertEqual = lambda self, *a, **k: None\n" + buggy
     tools = StubTools(Sandbox(FAST))
-    assert await score(ADD, chat(fenced(forging)), tools, pass_mode="fraction") == 0.0
+    assert await score(ADD, chat(fenced(forging)), tools, pass_mode="fraction", verdict="in_process") == 0.0
     assert "tampered" in caplog.text and tools.flags == ["tampered"]
+    caplog.clear()
+    separate = StubTools(Sandbox(FAST))  # the default verdict for these tests: the patch never reaches them
+    assert await score(ADD, chat(fenced(forging)), separate, pass_mode="fraction") == 2 / 3
+    assert separate.flags == []
 
 
 def test_a_seed_without_test_methods_is_rejected():

@@ -15,6 +15,7 @@ import secrets
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from collabgen.sandbox.values import RUNNER_FILE, VALUES_FILE
 from collabgen.sandbox.workspace import RESERVED_PREFIX
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "SOLUTION_NAME",
     "SYSTEM_PATH",
     "TESTS_NAME",
+    "VALUES_NAME",
     "WARDEN_NAME",
     "child_env",
     "install_harness",
@@ -38,7 +40,9 @@ __all__ = [
 ]
 
 WARDEN_NAME = f"{RESERVED_PREFIX}warden.py"
-RUNNER_NAME = f"{RESERVED_PREFIX}runner.py"
+RUNNER_NAME = RUNNER_FILE
+VALUES_NAME = VALUES_FILE
+assert RUNNER_NAME.startswith(RESERVED_PREFIX) and VALUES_NAME.startswith(RESERVED_PREFIX)
 SOLUTION_NAME = "solution.py"
 TESTS_NAME = "test_solution.py"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -54,6 +58,7 @@ def install_harness(ws: Workspace) -> None:
     """Copy warden and runner into the workspace (root-owned, read-only): they are run by path."""
     ws.write(WARDEN_NAME, _source("warden.py"), mode=0o644, owned=False)
     ws.write(RUNNER_NAME, _source("harness.py"), mode=0o644, owned=False)
+    ws.write(VALUES_NAME, _source("values.py"), mode=0o644, owned=False)
 
 
 def new_nonce() -> str:
@@ -84,9 +89,12 @@ def script_mode(main: str) -> dict[str, Any]:
     return {"mode": "script", "main": main}
 
 
-def unittest_mode() -> dict[str, Any]:
-    """The child runs the tests against the solution and reports to the warden."""
-    return {"mode": "unittest", "solution": SOLUTION_NAME, "tests": TESTS_NAME}
+def unittest_mode(verdict: str = "in_process") -> dict[str, Any]:
+    """The child runs the tests against the solution and reports to the warden.
+
+    ``verdict``: ``in_process`` (:mod:`~collabgen.sandbox.harness`) or ``values`` (the tests in
+    a process of their own, :mod:`~collabgen.sandbox.values`)."""
+    return {"mode": "unittest", "verdict": verdict, "solution": SOLUTION_NAME, "tests": TESTS_NAME}
 
 
 def warden_config(ws: Workspace, launch: Launch, limits: SandboxLimits, nonce: str, mode: dict[str, Any]) -> bytes:
@@ -110,6 +118,7 @@ def warden_config(ws: Workspace, launch: Launch, limits: SandboxLimits, nonce: s
         "workdir": launch.workdir,
         "copy_inputs": launch.copy_inputs,
         "runner": os.path.join(launch.inputs, RUNNER_NAME),
+        "values_runner": os.path.join(launch.inputs, VALUES_NAME),
         "unshare_net": launch.unshare_net,
     }
     return json.dumps(config).encode()

@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from collabgen.sandbox.bootstrap import (
     SOLUTION_NAME,
@@ -32,10 +32,13 @@ from collabgen.sandbox.isolation import IsolationBackend, make_backend
 from collabgen.sandbox.limits import SandboxLimits
 from collabgen.sandbox.results import SandboxResult, UnitTestOutcome
 from collabgen.sandbox.supervisor import Exit, supervise
+from collabgen.sandbox.values import UNSUPPORTED, verdict_for
 from collabgen.sandbox.verdict import script_result, unittest_result
 from collabgen.sandbox.workspace import Workspace, private_uid, safe_relpath, workspace
 
-__all__ = ["Sandbox"]
+__all__ = ["Sandbox", "Verdict"]
+
+Verdict = Literal["auto", "values", "in_process"]
 
 # The logger the sandbox has always used, whichever module of the package logs.
 logger = logging.getLogger("collabgen.sandbox")
@@ -203,21 +206,34 @@ class Sandbox:
             done, nonce = await self._execute(ws, script_mode(str(main_path)), stdin)
         return script_result(done, nonce, self._chosen().name, self.limits)
 
-    async def run_unittests(self, solution: str, tests: str) -> UnitTestOutcome:
+    async def run_unittests(self, solution: str, tests: str, verdict: Verdict = "auto") -> UnitTestOutcome:
         """Run BigCodeBench-style ``unittest`` tests against ``solution``.
 
-        The tests run in a namespace that first executed the solution (and may also
-        ``from solution import ...``). The verdict comes from the warden, outside the
-        code's reach (see :mod:`collabgen.sandbox.harness`); a run that tried to forge it
-        comes back ``tampered`` with 0 passed. Raises :class:`SandboxInfrastructureError`
-        when the sandbox itself failed: that is never a score.
+        ``verdict`` picks the runner. ``values``: the tests run in a process of their own and
+        call the solution by value (:mod:`collabgen.sandbox.values`), so no code can forge
+        the verdict; ``in_process``: tests and solution share a namespace, as BigCodeBench
+        needs for mocks and returned objects (:mod:`collabgen.sandbox.harness`: Python-level
+        forgeries are caught, native code is not); ``auto``: ``values`` where the tests allow
+        it (:func:`~collabgen.sandbox.values.verdict_for`), falling back to ``in_process`` when
+        a test hands the solution something that is not data (the tests decide, never the
+        code). Raises :class:`SandboxInfrastructureError` when the sandbox itself failed: that
+        is never a score.
         """
         declared = count_declared_tests(tests)
+        chosen = verdict_for(tests) if verdict == "auto" else verdict
+        outcome = await self._unittests_with(chosen, solution, tests, declared)
+        if chosen == "values" and verdict == "auto" and (outcome.reason or "").startswith(UNSUPPORTED):
+            outcome = await self._unittests_with("in_process", solution, tests, declared)
+        return outcome
+
+    async def _unittests_with(self, verdict: str, solution: str, tests: str, declared: int) -> UnitTestOutcome:
         with self._workspace() as ws:
             ws.write(SOLUTION_NAME, solution)
             ws.write(TESTS_NAME, tests)
-            done, nonce = await self._execute(ws, unittest_mode(), None)
-        return unittest_result(done, nonce, self._chosen().name, self.limits, declared)
+            done, nonce = await self._execute(ws, unittest_mode(verdict), None)
+        outcome = unittest_result(done, nonce, self._chosen().name, self.limits, declared)
+        outcome.verdict = verdict
+        return outcome
 
     async def canary(self, imports: Sequence[str] = ()) -> None:
         """Prove this sandbox, exactly as configured, gives right verdicts; else raise SandboxUnavailable.
@@ -227,20 +243,22 @@ class Sandbox:
         (``("numpy", "pandas")`` for BigCodeBench) to also prove the memory limits fit them.
         """
         header = "".join(f"import {name}\n" for name in imports)
-        try:
-            right = await self.run_unittests(header + _CANARY_RIGHT, _CANARY_TESTS)
-            wrong = await self.run_unittests(_CANARY_WRONG, _CANARY_TESTS)
-        except SandboxInfrastructureError as err:
-            raise SandboxUnavailable(f"sandbox canary could not run ({self.isolation}): {err}") from err
-        if not right.all_passed or right.tampered:
-            raise SandboxUnavailable(_canary_failure("a correct program did not pass", right))
-        if wrong.passed or wrong.tampered or wrong.failed != wrong.total or wrong.total == 0:
-            raise SandboxUnavailable(_canary_failure("a wrong program was not failed", wrong))
+        for verdict in ("values", "in_process"):  # both runners a task's tests may be judged by
+            try:
+                right = await self.run_unittests(header + _CANARY_RIGHT, _CANARY_TESTS, verdict)
+                wrong = await self.run_unittests(_CANARY_WRONG, _CANARY_TESTS, verdict)
+            except SandboxInfrastructureError as err:
+                raise SandboxUnavailable(f"sandbox canary could not run ({self.isolation}, {verdict}): {err}") from err
+            if not right.all_passed or right.tampered:
+                raise SandboxUnavailable(_canary_failure("a correct program did not pass", right))
+            if wrong.passed or wrong.tampered or wrong.failed != wrong.total or wrong.total == 0:
+                raise SandboxUnavailable(_canary_failure("a wrong program was not failed", wrong))
 
 
 def _canary_failure(what: str, outcome: UnitTestOutcome) -> str:
     counts = f"{outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors of {outcome.total}"
     return (
-        f"sandbox canary: {what} ({counts}; reason: {outcome.reason}; isolation: {outcome.isolation})\n"
+        f"sandbox canary: {what} ({counts}; reason: {outcome.reason}; isolation: {outcome.isolation}; "
+        f"verdict: {outcome.verdict})\n"
         f"--- sandbox stderr (tail) ---\n{outcome.stderr.strip()}"
     )

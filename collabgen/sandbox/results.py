@@ -47,6 +47,8 @@ class UnitTestOutcome:
     stderr: str = ""
     tampered: bool = False
     tamper_reason: str | None = None
+    verdict: str = "in_process"
+    """Which runner judged: ``values`` (the tests in a process the code never touched) or ``in_process``."""
 
     @property
     def pass_rate(self) -> float:

@@ -231,7 +231,11 @@ def _child_argv(config: dict, event_w: int | None, key_r: int | None) -> list[st
     python = config["python"]
     if config["mode"] == "script":
         return [python["argv0"], "-s", config["main"]]
-    return [python["argv0"], "-s", config["runner"], "--unittest", str(event_w), str(key_r), config["solution"], config["tests"]]
+    if config.get("verdict") == "values":
+        runner, flag = config["values_runner"], "--values"
+    else:
+        runner, flag = config["runner"], "--unittest"
+    return [python["argv0"], "-s", runner, flag, str(event_w), str(key_r), config["solution"], config["tests"]]
 
 
 def _place_dirs(dirs: list[tuple[int, int]]) -> set[int]:

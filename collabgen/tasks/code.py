@@ -78,6 +78,11 @@ class CodeOptions(TaskOptions):
     format: CodeFormat = "auto"
     """The rows' shape: bigcodebench, humaneval (`prompt`, `test` with `check`), mbpp
     (`text`, `code`, `test_list`), or auto-detected per row."""
+    verdict: Literal["auto", "values", "in_process"] = "auto"
+    """Which test runner judges (see the README's sandbox section): ``values`` runs the tests in
+    a process the code never touches and calls it by value (unforgeable; data in and out only),
+    ``in_process`` shares one namespace as BigCodeBench needs (mocks, returned objects), ``auto``
+    picks ``values`` for tests that allow it."""
     canary_imports: list[str] = []
     """Modules the tests need (e.g. numpy, pandas for BigCodeBench): the canary imports them
     under the run's limits before the first call, so limits too tight for them stop the run."""
@@ -119,7 +124,7 @@ class CodeTask(Task[CodeSeed, CodeOptions]):
         if self.options.prepend_imports:
             code = with_imports(code, seed.code_prompt)
         async with self._parallel():
-            outcome = await self._sandbox_for(tools).run_unittests(code, seed.test)
+            outcome = await self._sandbox_for(tools).run_unittests(code, seed.test, self.options.verdict)
         if outcome.tampered:
             log.warning("code task: the model's code tampered with its tests (%s); pass_rate 0", outcome.tamper_reason)
             tools.flag("tampered")
