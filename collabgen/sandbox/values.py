@@ -455,6 +455,7 @@ def _exception(name: str, args) -> BaseException:  # type: ignore[no-untyped-def
     return SolutionError(f"{name}: {', '.join(map(str, decoded))[:_MAX_TEXT]}")
 
 
+# long: the runner's whole protocol in order (key, compile, server, proxies, tests, report), read top to bottom
 def run(argv: list[str]) -> None:
     """``--values EVENT_FD KEY_FD SOLUTION TESTS``: report one signed RESULT and exit."""
     import importlib.util
@@ -536,6 +537,7 @@ def _proxy(remote: Remote, name: str):  # type: ignore[no-untyped-def]
     return call
 
 
+# long: unittest's result callbacks, each one line, kept beside the loop that reads them
 def _run_tests(unittest, module, class_names: list[str]) -> tuple[str, str | None, str | None]:  # type: ignore[no-untyped-def]
     """Per-test statuses (P/F/E/S) with the genuine unittest, in the in-process runner's order."""
 
