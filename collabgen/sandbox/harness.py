@@ -116,6 +116,11 @@ def _is_test_class(node: ast.ClassDef, known: set[str]) -> bool:
 
 def imported_top_modules(source: str) -> set[str]:
     """Top-level package names the tests import (to pre-import their testing helpers)."""
+    return {name.split(".")[0] for name in _imported_names(source)}
+
+
+def _imported_names(source: str) -> set[str]:
+    """Dotted names of the absolute imports in ``source`` (``from a.b import c`` gives ``a.b``)."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -123,9 +128,9 @@ def imported_top_modules(source: str) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
 
 
@@ -198,18 +203,8 @@ def _preimport(tests_src: str) -> list[tuple[str, object]]:
 
 
 def imported_module_names(source: str) -> set[str]:
-    """Dotted names of the modules the tests import (``from a.b import c`` gives ``a.b``), not ``solution``."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return set()
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-    return {n for n in names if n.split(".")[0] not in ("solution", TESTS_MODULE)}
+    """Dotted names of the modules the tests import, not ``solution``."""
+    return {n for n in _imported_names(source) if n.split(".")[0] not in ("solution", TESTS_MODULE)}
 
 
 def _testcase_subclasses() -> dict:
