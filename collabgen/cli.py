@@ -385,6 +385,9 @@ def export(
                                                  "(default: 1 for best-worst, all for all)", show_default=False)] = None,
     pairs_per_turn: Annotated[str, typer.Option(help="best-worst: chosen vs the worst; all: chosen vs every "
                                                 "candidate ranked below it")] = "best-worst",
+    min_confidence: Annotated[float | None, typer.Option(
+        help="keep a pair only when its confidence (P(chosen's true MR is higher), the pairs' `confidence` "
+             "column) is at least this", min=0.0, max=1.0, show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="allow --to a folder that is not empty")] = False,
     layout: Annotated[str, typer.Option("--format", help="collabgen: re-select pairs; collabllm: write the CollabLLM "
                                              "reference's multi-turn dataset (a save_to_disk folder) to --to")
@@ -399,14 +402,14 @@ def export(
         with _exit_on_error():
             rows, conversations = export_collabllm_checked(
                 out_dir, to=to, fmt=layout, overwrite=overwrite,
-                selection_options=(min_gap, top_k, pairs_per_turn != "best-worst"),
+                selection_options=(min_gap, top_k, min_confidence, pairs_per_turn != "best-worst"),
             )
         _console().print(f"{to}: {rows} rows from {conversations} conversations in the CollabLLM layout "
                          "(MultiturnDataset reads the folder)", soft_wrap=True, highlight=False)
         return
     with _exit_on_error():
         report = export_pairs(out_dir, to=to, min_gap=min_gap, top_k=top_k, pairs_per_turn=pairs_per_turn,
-                              overwrite=overwrite)  # type: ignore[arg-type]
+                              min_confidence=min_confidence, overwrite=overwrite)  # type: ignore[arg-type]
     console = _console()
     before = "?" if report.pairs_before is None else report.pairs_before
     console.print(f"{report.out_dir}: {report.pairs} pairs from {report.turns} turns (was {before}); "

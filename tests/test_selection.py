@@ -31,7 +31,7 @@ def test_ranking_agrees_with_max_and_min_over_score_then_earlier_index():
 
 def test_best_worst_keeps_one_pair_when_the_gap_is_large_enough():
     pairs = select_pairs(options(0.2, 0.9, 0.5), Selection(min_gap=0.5))
-    assert [(c.index, r.index) for c, r in pairs] == [(1, 0)]
+    assert [(c.index, r.index) for c, r, _ in pairs] == [(1, 0)]
     assert select_pairs(options(0.2, 0.9, 0.5), Selection(min_gap=0.71)) == []
 
 
@@ -43,9 +43,9 @@ def test_identical_texts_and_a_single_candidate_give_no_pair():
 def test_all_pairs_each_top_candidate_against_every_one_below_it_once_per_text_pair():
     opts = options(0.9, 0.5, 0.1, 0.1, texts=["a", "b", "c", "c"])
     pairs = select_pairs(opts, Selection(min_gap=0.0, pairs_per_turn="all"))
-    assert [(c.text, r.text) for c, r in pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert [(c.text, r.text) for c, r, _ in pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
     top1 = select_pairs(opts, Selection(min_gap=0.0, pairs_per_turn="all", top_k=1))
-    assert [(c.text, r.text) for c, r in top1] == [("a", "b"), ("a", "c")]
+    assert [(c.text, r.text) for c, r, _ in top1] == [("a", "b"), ("a", "c")]
 
 
 def test_rank_orders_best_first():

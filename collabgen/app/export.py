@@ -10,8 +10,8 @@ break exactly as the engine broke them), then:
   ranked below it.
 
 A pair is kept when `score_chosen - score_rejected >= min_gap` (default: the recipe's
-`generation.min_gap`, so a plain export reproduces the run's pairs) and the two texts
-differ; within a turn, a (chosen text, rejected text) combination is kept once.
+`generation.min_gap`, so a plain export reproduces the run's pairs), the two texts
+differ and, with `--min-confidence P`, the pair's confidence is at least P; within a turn, a (chosen text, rejected text) combination is kept once.
 
 `sft/` and `candidates/` do not depend on the pair selection: they stay as they are
 (copied when exporting to a new folder). The manifest's pair counts and the card are
@@ -32,14 +32,14 @@ import polars as pl
 from collabgen.config.errors import CollabgenError
 from collabgen.config.secrets import secret_values
 from collabgen.engine.selection import PairsPerTurn, Selection
-from collabgen.output.manifest import ExportInfo, Manifest
+from collabgen.output.manifest import ExportInfo, Manifest, confidence_summary
 from collabgen.output.outdir import OutDir, copy_atomic, write_atomic
 from collabgen.output.rows import pairs_of_turn, pairs_schema
 from collabgen.output.shards import ShardWriter
 
 _COLUMNS = ["conv_id", "turn", "candidate", "task", "prompt", "response", "proactive", "score", "metrics",
             "chosen", "rejected"]
-_OPTIONAL_COLUMNS = ["truncated"]  # absent from shards written before the column existed
+_OPTIONAL_COLUMNS = ["truncated", "score_std", "n_futures"]  # absent from shards written before the columns existed
 _DEFAULT_ROWS_PER_SHARD = 5000
 
 
@@ -74,6 +74,7 @@ def export(
     min_gap: float | None = None,
     top_k: int | None = None,
     pairs_per_turn: PairsPerTurn = "best-worst",
+    min_confidence: float | None = None,
     overwrite: bool = False,
 ) -> ExportReport:
     source = OutDir(out_dir)
@@ -81,7 +82,7 @@ def export(
     candidate_files = source.shards("candidates")
     if not candidate_files:
         raise ExportError(f"{out_dir}/candidates has no shards: nothing to select pairs from")
-    selection = _selection(manifest, min_gap, top_k, pairs_per_turn)
+    selection = _selection(manifest, min_gap, top_k, pairs_per_turn, min_confidence)
     dest = source if to is None or _same(to, out_dir) else OutDir(to)
     if dest is not source:
         _prepare_destination(source, dest, overwrite)
@@ -92,8 +93,9 @@ def export(
         manifest.files["pairs"] = pairs.files
     manifest.export = ExportInfo(
         pairs_per_turn=pairs_per_turn, top_k=top_k, min_gap=selection.min_gap, selection=selection.describe(),
-        pairs_before=pairs_before,
+        pairs_before=pairs_before, **({"min_confidence": min_confidence} if min_confidence is not None else {}),
     )
+    manifest.confidence = confidence_summary(dest)
     secrets = secret_values(manifest.recipe)
     manifest.write(dest.manifest_path, secrets)
     card_rewritten = _rewrite_card(dest, manifest, selection, secrets)
@@ -113,12 +115,14 @@ def export_collabllm_checked(
     if to is None or _same(to, out_dir):
         raise ExportError("--format collabllm writes a new folder: give --to DIR (not the out dir itself)")
     if any(option not in (None, False) for option in selection_options):
-        raise ExportError("--format collabllm takes no --min-gap, --top-k or --pairs-per-turn: the reference's "
-                          "trainers select pairs themselves (to_dpo_dataset(minimum_gap=...))")
+        raise ExportError("--format collabllm takes no --min-gap, --top-k, --min-confidence or --pairs-per-turn: "
+                          "the reference's trainers select pairs themselves (to_dpo_dataset(minimum_gap=...))")
     return export_collabllm(out_dir, to, overwrite=overwrite)
 
 
-def _selection(manifest: Manifest, min_gap: float | None, top_k: int | None, pairs_per_turn: str) -> Selection:
+def _selection(
+    manifest: Manifest, min_gap: float | None, top_k: int | None, pairs_per_turn: str, min_confidence: float | None
+) -> Selection:
     """The options checked; `min_gap` defaults to the recipe's, so a plain export reproduces the run."""
     if pairs_per_turn not in ("best-worst", "all"):
         raise ExportError(f"--pairs-per-turn {pairs_per_turn!r}: expected best-worst or all")
@@ -129,7 +133,10 @@ def _selection(manifest: Manifest, min_gap: float | None, top_k: int | None, pai
         min_gap = float(0.0 if recipe_gap is None else recipe_gap)
     if min_gap < 0:
         raise ExportError(f"--min-gap {min_gap}: must be >= 0")
-    return Selection(min_gap=min_gap, pairs_per_turn=pairs_per_turn, top_k=top_k)  # type: ignore[arg-type]
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ExportError(f"--min-confidence {min_confidence}: must be between 0 and 1")
+    return Selection(min_gap=min_gap, pairs_per_turn=pairs_per_turn, top_k=top_k,  # type: ignore[arg-type]
+                     min_confidence=min_confidence)
 
 
 def _write_pairs(dest: OutDir, manifest: Manifest, candidate_files: list[Path], selection: Selection) -> _Pairs:

@@ -42,7 +42,7 @@ from collabgen.models.usage import UsageBook
 from collabgen.output.card import write_card
 from collabgen.output.finalize import write_shards
 from collabgen.output.lock import OutDirLock
-from collabgen.output.manifest import SKIPPED_LISTED, SkippedRows, build_manifest, cost
+from collabgen.output.manifest import SKIPPED_LISTED, SkippedRows, build_manifest, confidence_summary, cost
 from collabgen.output.outdir import OutDir
 from collabgen.tasks.base import SeedModel
 from collabgen.tasks.recipe_check import load_recipe
@@ -318,6 +318,7 @@ def finalize(
         manifest.slice = f"{part.index}/{part.count}"
         manifest.write(state.manifest, secrets)
     else:
+        manifest.confidence = confidence_summary(layout)  # a slice's pairs share the folder: merge sums them
         manifest.write(layout.manifest_path, secrets)
         write_card(layout, recipe, setup.task, manifest, secrets)
     total = usage.total()

@@ -74,11 +74,23 @@ def summary(out_dir: Path, console: Console, *, bins: int = 10) -> None:
         gaps = (frame["score_chosen"] - frame["score_rejected"]).to_list()
         console.print(histogram("MR of pairs: chosen vs rejected", {"chosen": chosen, "rejected": rejected}, bins))
         console.print(histogram("MR gap (chosen - rejected)", {"pairs": gaps}, bins))
+        console.print(_confidence(pairs, bins))
         console.print(_metric_table(frame))
     else:
         console.print(Text("no pairs to chart", style="yellow"))
     console.print(_failures_table(manifest))
     console.print(_usage_table(manifest))
+
+
+def _confidence(pairs: pl.LazyFrame, bins: int) -> Table | Text:
+    """The pairs' confidence (P(chosen's true MR is higher)) as a histogram, with how many reach 0.9."""
+    if "confidence" not in pairs.collect_schema().names():
+        return Text("pairs carry no confidence column (written by an older collabgen)", style="yellow")
+    values = pairs.select("confidence").drop_nulls().collect()["confidence"].to_list()
+    if not values:
+        return Text("no pair has a confidence estimate (fewer than two futures per candidate)", style="yellow")
+    sure = sum(v >= 0.9 for v in values)
+    return histogram(f"pair confidence ({sure} of {len(values)} at least 0.9)", {"pairs": values}, bins)
 
 
 def _known(value: object) -> str:

@@ -14,7 +14,8 @@ Pairs (`Selection`):
 - `best-worst` (the run's rule): each of the top K candidates (K=1 by default) against
   the worst;
 - `all`: each of the top K (all by default) against every candidate ranked below it.
-A pair is kept when `score_chosen - score_rejected >= min_gap` and the two texts differ;
+A pair is kept when `score_chosen - score_rejected >= min_gap`, the two texts differ and,
+with `min_confidence`, its confidence (`engine/confidence.py`) is known and at least that;
 within a turn, a (chosen text, rejected text) combination is kept once.
 """
 
@@ -23,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from collabgen.engine.confidence import PairConfidence, Spread, pair_confidence
 
 PairsPerTurn = Literal["best-worst", "all"]
 
@@ -35,6 +38,12 @@ class Option:
     score: float
     text: str
     eligible: bool = True  # may be chosen (false for a reply cut at its token budget)
+    std: float | None = None  # its futures' sample standard deviation (None for fewer than two)
+    futures: int = 0
+
+    @property
+    def spread(self) -> Spread:
+        return Spread(score=self.score, std=self.std, n=self.futures)
 
 
 class NoEligibleCandidate(ValueError):
@@ -46,12 +55,14 @@ class Selection:
     min_gap: float
     pairs_per_turn: PairsPerTurn = "best-worst"
     top_k: int | None = None
+    min_confidence: float | None = None
 
     def describe(self) -> str:
         k = self.top_k or (1 if self.pairs_per_turn == "best-worst" else None)
         chosen = "the best candidate" if k == 1 else ("every candidate" if k is None else f"each of the top {k}")
         against = "the worst" if self.pairs_per_turn == "best-worst" else "every candidate ranked below it"
-        return f"{chosen} of a turn against {against}, kept when the MR gap is at least {self.min_gap}"
+        sure = "" if self.min_confidence is None else f" and its confidence at least {self.min_confidence}"
+        return f"{chosen} of a turn against {against}, kept when the MR gap is at least {self.min_gap}{sure}"
 
 
 def rank(options: Sequence[Option]) -> list[Option]:
@@ -67,8 +78,10 @@ def best_and_worst(options: Sequence[Option]) -> tuple[int, int]:
     return ranked[0].index, ranked[-1].index
 
 
-def select_pairs(options: Sequence[Option], selection: Selection) -> list[tuple[Option, Option]]:
-    """(chosen, rejected) pairs of one turn, in rank order."""
+def select_pairs(
+    options: Sequence[Option], selection: Selection
+) -> list[tuple[Option, Option, PairConfidence]]:
+    """(chosen, rejected, confidence) pairs of one turn, in rank order."""
     ranked = rank(options)
     if not ranked:
         return []
@@ -78,14 +91,18 @@ def select_pairs(options: Sequence[Option], selection: Selection) -> list[tuple[
     else:
         k = selection.top_k or len(ranked)
         combos = [(c, r) for i, c in enumerate(ranked[:k]) for r in ranked[i + 1 :]]
-    pairs: list[tuple[Option, Option]] = []
+    pairs: list[tuple[Option, Option, PairConfidence]] = []
     seen: set[tuple[str, str]] = set()
+    turn = [o.spread for o in options]
     for chosen, rejected in combos:
         texts = (chosen.text, rejected.text)
         if not chosen.eligible or chosen.index == rejected.index or texts[0] == texts[1] or texts in seen:
             continue
         if chosen.score - rejected.score < selection.min_gap:
             continue
+        sure = pair_confidence(chosen.spread, rejected.spread, turn)
+        if selection.min_confidence is not None and (sure.confidence is None or sure.confidence < selection.min_confidence):
+            continue
         seen.add(texts)
-        pairs.append((chosen, rejected))
+        pairs.append((chosen, rejected, sure))
     return pairs

@@ -116,6 +116,36 @@ class ExportInfo(_Part):
     min_gap: float | int | None = None  # int stays int: the file keeps what the user passed
     selection: str | None = None
     pairs_before: int | None = None
+    min_confidence: float | None = None
+
+
+CONFIDENCE_LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+class Confidence(_Part):
+    """How sure the kept pairs are (`confidence`, engine/confidence.py): how many have an
+    estimate, its quartiles and how many reach each level."""
+
+    pairs_with_estimate: int = 0
+    quartiles: list[float] | None = None  # 25th, 50th, 75th percentile
+    at_least: dict[str, int] = {}
+
+
+def confidence_summary(out: OutDir) -> Confidence:
+    """The distribution of `confidence` over the pairs/ shards (one column read)."""
+    import polars as pl
+
+    files = out.shards("pairs")
+    if not files:
+        return Confidence()
+    values = pl.scan_parquet(files).select("confidence").drop_nulls().collect()["confidence"]
+    if values.len() == 0:
+        return Confidence()
+    return Confidence(
+        pairs_with_estimate=values.len(),
+        quartiles=[round(float(values.quantile(q, "linear")), 4) for q in (0.25, 0.5, 0.75)],
+        at_least={str(level): int((values >= level).sum()) for level in CONFIDENCE_LEVELS},
+    )
 
 
 class GenerationView(_Part):
@@ -179,6 +209,7 @@ class Manifest(_Part):
     source_selection: dict[str, Any] | None = None  # rows `task.source.select` read, kept and left out by reason
     failures: list[Failure] = []
     flags: dict[str, int] | None = None  # truncated candidates/futures, tampered futures
+    confidence: Confidence | None = None  # of the kept pairs
     skipped_rows: SkippedRows | None = None  # malformed seed rows left out (`task.source.on_bad_row: skip`)
     usage: Usage | None = None
     this_run: ThisRun | None = None

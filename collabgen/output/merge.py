@@ -15,7 +15,7 @@ from collabgen.config.recipe import Recipe
 from collabgen.config.secrets import secret_values
 from collabgen.models.usage import UsageBook
 from collabgen.output.card import write_card
-from collabgen.output.manifest import Counts, Manifest, Slices, Usage, cost, package_versions
+from collabgen.output.manifest import Counts, Manifest, Slices, Usage, confidence_summary, cost, package_versions
 from collabgen.output.outdir import OutDir
 from collabgen.tasks.registry import resolve_task
 
@@ -46,6 +46,7 @@ def merge_outputs(out_dir: Path) -> Manifest:
         usage=Usage.of(usage, counts["conversations_ok"]),
         cost_usd=cost(usage, recipe),
         slices=slices,
+        confidence=confidence_summary(out),
         files={config: [out.relative(p) for p in out.shards(config)] for config in OutDir.CONFIGS},
         recipe=first.recipe,
         versions=package_versions(),

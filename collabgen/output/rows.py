@@ -5,10 +5,12 @@ message, and user messages as the simulator's public `message` only: its private
 thoughts are dropped before anything is stored.
 
 - pairs: `prompt` (ends with a user message), `chosen`/`rejected` (one assistant
-  message each), `score_chosen`, `score_rejected`, per-metric breakdowns. Simulated
+  message each), `score_chosen`, `score_rejected`, `gap`, `gap_se`, `confidence`
+  (engine/confidence.py), per-metric breakdowns. Simulated
   futures never go inside chosen/rejected: trainers train on every message there.
 - sft: `messages`, the conversation of chosen turns and simulated user turns.
-- candidates: every candidate with its MR, metric means, flags (`truncated`: cut at its
+- candidates: every candidate with its MR, its futures' `score_std`, the MR's standard
+  error `score_se` and `n_futures`, metric means, flags (`truncated`: cut at its
   token budget, never chosen; `tampered`: its code forged a test verdict in a future) and
   futures.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import polars as pl
 
+from collabgen.engine.confidence import PairConfidence, sample_std, standard_error
 from collabgen.engine.records import TurnRecord
 from collabgen.engine.selection import Option, Selection, select_pairs
 from collabgen.models.base import Message
@@ -40,6 +43,9 @@ def pairs_schema(metric_names: list[str]) -> pl.Schema:
             "rejected": MESSAGES,
             "score_chosen": pl.Float64,
             "score_rejected": pl.Float64,
+            "gap": pl.Float64,
+            "gap_se": pl.Float64,
+            "confidence": pl.Float64,
             "conv_id": pl.String,
             "turn": pl.Int32,
             "task": pl.String,
@@ -83,6 +89,9 @@ def candidates_schema(metric_names: list[str]) -> pl.Schema:
             "reused": pl.Boolean,
             "tokens": pl.Int64,
             "score": pl.Float64,
+            "score_std": pl.Float64,
+            "score_se": pl.Float64,
+            "n_futures": pl.Int32,
             "metrics": metrics,
             "chosen": pl.Boolean,
             "rejected": pl.Boolean,
@@ -113,23 +122,32 @@ def pairs_of_turn(
     candidates: list[dict[str, Any]], selection: Selection, system_prompt: str | None
 ) -> list[dict[str, Any]]:
     """Pair rows from one turn's candidate rows (as built here or read from `candidates/`)."""
-    options = [Option(index=i, score=c["score"], text=c["response"], eligible=not c.get("truncated"))
-               for i, c in enumerate(candidates)]
+    options = [
+        Option(index=i, score=c["score"], text=c["response"], eligible=not c.get("truncated"),
+               std=c.get("score_std"), futures=c.get("n_futures") or 0)
+        for i, c in enumerate(candidates)
+    ]
     return [
-        pair_row(candidates[chosen.index], candidates[rejected.index], system_prompt)
-        for chosen, rejected in select_pairs(options, selection)
+        pair_row(candidates[chosen.index], candidates[rejected.index], sure, system_prompt)
+        for chosen, rejected, sure in select_pairs(options, selection)
     ]
 
 
-def pair_row(chosen: dict[str, Any], rejected: dict[str, Any], system_prompt: str | None) -> dict[str, Any]:
+def pair_row(
+    chosen: dict[str, Any], rejected: dict[str, Any], sure: PairConfidence, system_prompt: str | None
+) -> dict[str, Any]:
     """A DPO row from two candidate rows: the prompt (with the system prompt written into
-    rows), one assistant message each side, their MR and metric breakdowns."""
+    rows), one assistant message each side, their MR, its gap and confidence, and metric
+    breakdowns."""
     return {
         "prompt": _with_system(list(chosen["prompt"]), system_prompt),
         "chosen": [{"role": "assistant", "content": chosen["response"]}],
         "rejected": [{"role": "assistant", "content": rejected["response"]}],
         "score_chosen": chosen["score"],
         "score_rejected": rejected["score"],
+        "gap": sure.gap,
+        "gap_se": sure.gap_se,
+        "confidence": sure.confidence,
         "conv_id": chosen["conv_id"],
         "turn": chosen["turn"],
         "task": chosen["task"],
@@ -153,6 +171,9 @@ def candidate_rows(record: TurnRecord, task: str, metric_names: list[str]) -> li
             "reused": c.reused,
             "tokens": c.tokens,
             "score": c.score,
+            "score_std": (std := sample_std([f.score for f in c.futures])),
+            "score_se": standard_error(std, len(c.futures)),
+            "n_futures": len(c.futures),
             "metrics": _metrics(c.metrics, metric_names),
             "chosen": i == record.best,
             "rejected": i == record.worst and record.worst != record.best,
