@@ -39,6 +39,15 @@ def test_missing_usage_is_estimated_never_free(tmp_path, backend, monkeypatch):
     result, out = run(tmp_path, lambda usage: None, backend)
     assert result.exit_code == 0, result.output
     assert penalties(out) and all(p < 0 for p in penalties(out))  # before: 0 for every candidate
+    rows = list(read_shards(out, "candidates").iter_rows(named=True))
+    assert all("tokens_estimated" in row["flags"] for row in rows)
+    assert all("tokens_estimated" in future["flags"] for row in rows for future in row["futures"])
+
+
+def test_reported_usage_is_not_flagged(tmp_path):
+    result, out = run(tmp_path, None)
+    assert result.exit_code == 0, result.output
+    assert not any("tokens_estimated" in row["flags"] for row in read_shards(out, "candidates").iter_rows(named=True))
 
 
 def test_zero_completion_tokens_for_a_reply_are_estimated(tmp_path):
