@@ -42,6 +42,7 @@ def test_missing_usage_is_estimated_never_free(tmp_path, backend, monkeypatch):
     rows = list(read_shards(out, "candidates").iter_rows(named=True))
     assert all("tokens_estimated" in row["flags"] for row in rows)
     assert all("tokens_estimated" in future["flags"] for row in rows for future in row["futures"])
+    assert json.loads((out / "manifest.json").read_text())["flags"]["tokens_estimated_futures"] > 0
 
 
 def test_reported_usage_is_not_flagged(tmp_path):

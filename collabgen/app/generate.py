@@ -259,7 +259,7 @@ def _reason(err: Exception) -> str:
     if isinstance(err, InfrastructureError):
         return f"infrastructure: {err}"
     if isinstance(err, NoEligibleCandidate):
-        return f"truncated: {err}"
+        return f"no choosable candidate (truncated or undecided): {err}"
     return str(err)
 
 

@@ -129,7 +129,7 @@ class Collaboration:
             )
         )
         best, worst = best_and_worst(
-            [Option(index=i, score=c.score, text=c.text, eligible=not c.truncated) for i, c in enumerate(candidates)]
+            [Option(index=i, score=c.score, text=c.text, eligible=c.choosable) for i, c in enumerate(candidates)]
         )
         lead = lead_future(candidates[best].futures)
         next_user = candidates[best].futures[lead].messages[0]["content"]

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collabgen.models.base import Message
+from collabgen.tasks.base import UNDECIDED_FLAGS
 
 
 @dataclass
@@ -48,6 +49,11 @@ class Candidate:
     reused: bool = False  # taken from the previous turn's chosen future (see Collaboration)
     truncated: bool = False  # cut at its token budget even after a larger one: never chosen
     tokens_estimated: bool = False  # the backend reported no usable count (`models.token_usage`)
+
+    @property
+    def choosable(self) -> bool:
+        """Neither cut at its budget nor scored with an undecided metric (`UNDECIDED_FLAGS`)."""
+        return not self.truncated and not UNDECIDED_FLAGS.intersection(self.flags)
 
     @property
     def flags(self) -> list[str]:

@@ -23,6 +23,7 @@ from collabgen.engine.records import TurnRecord
 from collabgen.engine.selection import Option, Selection, select_pairs
 from collabgen.models.base import Message
 from collabgen.prompting import TERMINATION_MARKER
+from collabgen.tasks.base import UNDECIDED_FLAGS
 
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 
@@ -113,7 +114,7 @@ def pairs_of_turn(
     candidates: list[dict[str, Any]], selection: Selection, system_prompt: str | None
 ) -> list[dict[str, Any]]:
     """Pair rows from one turn's candidate rows (as built here or read from `candidates/`)."""
-    options = [Option(index=i, score=c["score"], text=c["response"], eligible=not c.get("truncated"))
+    options = [Option(index=i, score=c["score"], text=c["response"], eligible=not c.get("truncated") and not UNDECIDED_FLAGS.intersection(c.get("flags") or ()))
                for i, c in enumerate(candidates)]
     return [
         pair_row(candidates[chosen.index], candidates[rejected.index], system_prompt)
