@@ -134,7 +134,7 @@ OutDirArg = Annotated[Path, typer.Argument(help="a collabgen out dir", show_defa
 @app.command()
 def run(
     recipe: RecipeArg,
-    overwrite: Annotated[bool, typer.Option(help="discard an out dir made by a different recipe")] = False,
+    overwrite: Annotated[bool, typer.Option(help="discard an out dir made by a different recipe or cut into another partition (--shard)")] = False,
     progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
     shard: Annotated[
         str | None, typer.Option(help="run slice i of n (i/n) of the seeds, for array jobs; join with merge")

@@ -365,6 +365,9 @@ class FakeLLMServer:
         self.max_concurrency = max_concurrency
         self._slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
         self.rate_limit_headers: dict[str, str] = dict(rate_limit_headers or {})
+        # Rewrites each reply's `usage` object (OpenAI or Anthropic shape) as a server would
+        # misreport it; returning None leaves `usage` out of the reply.
+        self.usage_transform: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
 
         self.calls: list[CallRecord] = []
         self.max_in_flight = 0
@@ -731,6 +734,12 @@ class FakeLLMServer:
                 "stop_sequence": None,
                 "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
             }
+        if self.usage_transform is not None:
+            usage = self.usage_transform(dict(doc["usage"]))
+            if usage is None:
+                del doc["usage"]
+            else:
+                doc["usage"] = usage
         payload = json.dumps(doc).encode("utf-8")
         if fault == "malformed":
             payload = payload[: max(1, len(payload) // 2)]  # truncated JSON document

@@ -118,8 +118,12 @@ def math_policy(call: ScriptCall) -> str:
 
 def judge(call: ScriptCall) -> str:
     """Interactivity: high when the rated assistant part (the window, or the whole
-    conversation under `reward.interactivity: conversation`) asks a question."""
+    conversation under `reward.interactivity: conversation`) asks a question; a math
+    extraction gets the last boxed answer (`answer` is required by its schema)."""
     prompt = call.messages[-1]["content"]
+    if '{"answer"' in prompt:  # math extraction (a reply cut short lost its box): the schema needs `answer`
+        boxed = re.findall(r"\\boxed\{([^{}]*)\}", prompt)
+        return json.dumps({"answer": boxed[-1] if boxed else ""})
     evaluated = _between(prompt, "<<<EVALUATE", "EVALUATE>>>") or _between(prompt, "<<<CONVERSATION", "CONVERSATION>>>")
     assistant_lines = [line for line in evaluated.splitlines() if line.startswith("ASSISTANT:")]
     asks = any("?" in line for line in assistant_lines)

@@ -31,14 +31,15 @@ def run_on_ray(recipe: Recipe, *, slices: int | None, address: str | None, overw
     from collabgen.app.context import prepare
     from collabgen.app.generate import prepare_out_dir
     from collabgen.output.merge import merge_outputs
+    from collabgen.output.partition import Partition
 
     prepare(recipe)
-    out = prepare_out_dir(recipe, overwrite).root
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     try:
         count = slices or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        out = prepare_out_dir(recipe, overwrite, Partition(count)).root  # another partition there: refused
         recipe_data = recipe.model_dump(mode="json", by_alias=True)
         # Workers may start in another directory: hand them absolute paths.
         recipe_data["output"]["dir"] = str(out.resolve())

@@ -44,6 +44,7 @@ from collabgen.output.finalize import write_shards
 from collabgen.output.lock import OutDirLock
 from collabgen.output.manifest import SKIPPED_LISTED, SkippedRows, build_manifest, confidence_summary, cost
 from collabgen.output.outdir import OutDir
+from collabgen.output.partition import Partition, claim_partition, recorded_partition
 from collabgen.tasks.base import SeedModel
 from collabgen.tasks.recipe_check import load_recipe
 
@@ -81,8 +82,9 @@ class RunReport:
         return self.outcome.exit_code
 
 
-def prepare_out_dir(recipe: Recipe, overwrite: bool) -> OutDir:
-    """Refuse to mix two recipes in one out dir; with `overwrite`, start afresh (the
+def prepare_out_dir(recipe: Recipe, overwrite: bool, partition: Partition) -> OutDir:
+    """Refuse to mix two recipes, or two partitions of the seeds (a whole run and `--shard`
+    slices, or slices of two `n`), in one out dir; with `overwrite`, start afresh (the
     request caches are kept: requests are keyed by content, so they stay correct)."""
     layout = OutDir(recipe.output.dir)
     fingerprint = recipe.fingerprint()
@@ -98,6 +100,9 @@ def prepare_out_dir(recipe: Recipe, overwrite: bool) -> OutDir:
             layout.discard()
     elif overwrite:
         layout.discard()
+    if overwrite and recorded_partition(layout) not in (None, partition):
+        layout.discard()  # the same recipe cut another way: its rows go too
+    claim_partition(layout, partition)
     layout.stamp_recipe(fingerprint, recipe.semantic())  # atomic: slices may stamp at once
     return layout
 
@@ -254,7 +259,7 @@ def _reason(err: Exception) -> str:
     if isinstance(err, InfrastructureError):
         return f"infrastructure: {err}"
     if isinstance(err, NoEligibleCandidate):
-        return f"truncated: {err}"
+        return f"no choosable candidate (truncated or undecided): {err}"
     return str(err)
 
 
@@ -276,7 +281,7 @@ async def run_async(
     for warning in await check_endpoints(recipe, skip=set(backends or ())):
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
     with hold_out_dir(recipe, part, wait=wait, console=console):
-        layout = prepare_out_dir(recipe, overwrite)
+        layout = prepare_out_dir(recipe, overwrite, Partition.of(part))
         state = layout.state(part)
         async with open_context(setup, cache_path=state.cache, backends=backends) as context:
             await prove_sandboxes(context)

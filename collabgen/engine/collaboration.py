@@ -114,7 +114,7 @@ class Collaboration:
 
     async def play_turn(
         self, history: list[Message], turn: int, ledger: UsageBook,
-        carry: tuple[str, int, Future | None] | None = None,
+        carry: tuple[str, int, Future | None, bool] | None = None,
     ) -> TurnRecord:
         """One turn; every call it makes also lands in `ledger`, the usage journaled with it."""
         if carry is not None and self.gen.candidates - round(self.gen.candidates * self.gen.proactive_share) < 1:
@@ -129,7 +129,7 @@ class Collaboration:
             )
         )
         best, worst = best_and_worst(
-            [Option(index=i, score=c.score, text=c.text, eligible=not c.truncated) for i, c in enumerate(candidates)]
+            [Option(index=i, score=c.score, text=c.text, eligible=c.choosable) for i, c in enumerate(candidates)]
         )
         lead = lead_future(candidates[best].futures)
         next_user = candidates[best].futures[lead].messages[0]["content"]
@@ -140,7 +140,7 @@ class Collaboration:
         )
 
     async def sample_candidates(
-        self, history: list[Message], turn: int, carry: tuple[str, int, Future | None] | None = None,
+        self, history: list[Message], turn: int, carry: tuple[str, int, Future | None, bool] | None = None,
     ) -> list[Candidate]:
         total = self.gen.candidates
         proactive = round(total * self.gen.proactive_share)
@@ -160,13 +160,15 @@ class Collaboration:
         candidates: list[Candidate] = []
         for (is_proactive, _), result in zip([g for g in groups if g[1]], results):
             if not is_proactive and carry is not None:
-                candidates.append(Candidate(text=carry[0], tokens=carry[1], proactive=False, reused=True))
+                candidates.append(Candidate(text=carry[0], tokens=carry[1], proactive=False, reused=True,
+                                            tokens_estimated=carry[3]))
                 carry = None
             for text, tokens, finish in zip(result.texts, result.completion_tokens, result.finish_reasons):
                 candidates.append(Candidate(text=text, tokens=tokens, proactive=is_proactive,
-                                            truncated=finish == TRUNCATED))
+                                            truncated=finish == TRUNCATED, tokens_estimated=result.tokens_estimated))
         if carry is not None:
-            candidates.append(Candidate(text=carry[0], tokens=carry[1], proactive=False, reused=True))
+            candidates.append(Candidate(text=carry[0], tokens=carry[1], proactive=False, reused=True,
+                                            tokens_estimated=carry[3]))
         return candidates
 
     async def roll_out_and_score(
@@ -214,12 +216,14 @@ class Collaboration:
             conversation, future.messages, future.tokens, limit=self.gen.window,
             seed_for=lambda step, _role: self._seed(turn, index, future_index, step),
             stages={"assistant": "future_policy", "user": "future_user"}, cut=future.cut,
+            estimated=future.estimated,
         ) or future.terminated
         return future
 
     async def alternate(
         self, head: list[Message], messages: list[Message], tokens: list[int], *, limit: int,
         seed_for: Callable[[int, str], int], stages: dict[str, str], cut: list[int] | None = None,
+        estimated: list[int] | None = None,
     ) -> bool:
         """Let assistant and user take turns after `head + messages`, appending to
         `messages` (and each reply's tokens to `tokens`, the index of a reply cut at its
@@ -233,6 +237,8 @@ class Collaboration:
             said = await self.say(role, so_far, seed=seed_for(step, role), stage=stages[role])
             if cut is not None and said.truncated:
                 cut.append(len(messages))
+            if estimated is not None and said.tokens_estimated and role == "assistant":
+                estimated.append(len(messages))
             messages.append({"role": role, "content": said.text})
             tokens.append(said.tokens)
             ended = role == "user" and said.ends
@@ -246,7 +252,7 @@ class Collaboration:
             return turn
         result = await self.roles.policy.complete(self.policy_view(conversation), seed=seed, stage=stage)
         return Said(text=result.texts[0], tokens=result.completion_tokens[0],
-                    truncated=result.finish_reasons[:1] == [TRUNCATED])
+                    truncated=result.finish_reasons[:1] == [TRUNCATED], tokens_estimated=result.tokens_estimated)
 
     async def hold(self, max_turns: int) -> tuple[list[Message], int]:
         """A whole conversation with no candidates or futures (`collabgen eval`): the

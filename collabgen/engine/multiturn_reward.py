@@ -121,7 +121,9 @@ class Scorer:
         evaluated = [{"role": "assistant", "content": candidate.text}, *future.messages]
         tokens = candidate.tokens + sum(t for m, t in zip(future.messages, future.tokens) if m["role"] == "assistant")
         scored = await self.score_conversation(seed, history, evaluated, tokens, seed_scope)
-        future.metrics, future.flags = scored.metrics, scored.flags
+        estimated = candidate.tokens_estimated or bool(future.estimated)  # the penalty read an estimate
+        future.metrics = scored.metrics
+        future.flags = sorted({*scored.flags, "tokens_estimated"}) if estimated else scored.flags
         future.score = self.weighted(future.metrics)
 
     async def score_conversation(

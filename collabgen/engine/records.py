@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collabgen.models.base import Message
+from collabgen.tasks.base import UNDECIDED_FLAGS
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Future:
     score: float = 0.0
     cut: list[int] = field(default_factory=list)  # indexes of messages cut at their token budget
     flags: list[str] = field(default_factory=list)  # what its metrics reported, e.g. "tampered"
+    estimated: list[int] = field(default_factory=list)  # indexes of messages whose tokens were estimated
 
     @property
     def truncated(self) -> bool:
@@ -46,6 +48,12 @@ class Candidate:
     score: float = 0.0
     reused: bool = False  # taken from the previous turn's chosen future (see Collaboration)
     truncated: bool = False  # cut at its token budget even after a larger one: never chosen
+    tokens_estimated: bool = False  # the backend reported no usable count (`models.token_usage`)
+
+    @property
+    def choosable(self) -> bool:
+        """Neither cut at its budget nor scored with an undecided metric (`UNDECIDED_FLAGS`)."""
+        return not self.truncated and not UNDECIDED_FLAGS.intersection(self.flags)
 
     @property
     def flags(self) -> list[str]:
@@ -81,13 +89,13 @@ class TurnRecord:
         fields = {k: v for k, v in data.items() if k not in ("kind", "candidates")}
         return cls(candidates=candidates, **fields)
 
-    def carry(self) -> tuple[str, int, Future | None] | None:
+    def carry(self) -> tuple[str, int, Future | None, bool] | None:
         """What the next turn can reuse from the chosen candidate's lead future (`lead`).
 
         That future's user message becomes the next user turn, so its assistant reply
         was sampled from the plain policy on exactly the next turn's history: it is a
         candidate of the next turn for free, and the rest of the future is a partial
-        rollout of it. Returns (text, tokens, partial future or None).
+        rollout of it. Returns (text, tokens, partial future or None, tokens estimated).
         """
         if self.next_user is None:
             return None
@@ -100,8 +108,9 @@ class TurnRecord:
             partial = Future(
                 messages=[dict(m) for m in rest], tokens=list(future.tokens[2:]),
                 terminated=future.terminated, cut=[i - 2 for i in future.cut if i >= 2],
+                estimated=[i - 2 for i in future.estimated if i >= 2],
             )
-        return future.messages[1]["content"], future.tokens[1], partial
+        return future.messages[1]["content"], future.tokens[1], partial, 1 in future.estimated
 
     def history_after(self) -> list[Message] | None:
         """The conversation the next turn continues from, or None when it has ended."""

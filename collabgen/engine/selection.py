@@ -74,7 +74,8 @@ def best_and_worst(options: Sequence[Option]) -> tuple[int, int]:
     """Indexes of the chosen (best) and the rejected (worst) candidate of a turn."""
     ranked = rank(options)
     if not ranked[0].eligible:
-        raise NoEligibleCandidate(f"all {len(ranked)} candidates were cut at their token budget")
+        raise NoEligibleCandidate(f"none of the {len(ranked)} candidates may be chosen: each was cut at its token "
+                                  "budget or scored by a metric that could not decide (see the candidates' flags)")
     return ranked[0].index, ranked[-1].index
 
 

@@ -78,6 +78,7 @@ class Said:
     text: str
     tokens: int
     truncated: bool
+    tokens_estimated: bool = False  # the backend gave no usable count (`models.token_usage`)
 
     @property
     def ends(self) -> bool:

@@ -28,6 +28,7 @@ from collabgen.models.base import (
 )
 from collabgen.models.rate_headers import rate_hint_from_headers
 from collabgen.models.sdk_errors import translated_errors
+from collabgen.models.token_usage import estimated_tokens, needs_estimate, reported_count
 
 DEFAULT_MAX_TOKENS = 2048
 REPLY_TOOL = "reply"
@@ -82,12 +83,17 @@ class AnthropicBackend:
                 response = await response
         text = reply_text(response.content)
         finish = "length" if response.stop_reason == "max_tokens" else "stop"
+        usage = response.usage
+        prompt = reported_count(getattr(usage, "input_tokens", None), "usage.input_tokens")
+        output = reported_count(getattr(usage, "output_tokens", None), "usage.output_tokens")
+        estimated = needs_estimate(output, [text])
         return ChatResult(
             texts=[text],
-            prompt_tokens=response.usage.input_tokens,
-            completion_tokens=[response.usage.output_tokens],
+            prompt_tokens=prompt or 0,
+            completion_tokens=[estimated_tokens(text) if estimated else output or 0],
             finish_reasons=[finish],
             rate_hint=rate_hint_from_headers(raw.headers),
+            tokens_estimated=estimated,
         )
 
     async def aclose(self) -> None:

@@ -62,6 +62,7 @@ class ChatResult:
     finish_reasons: list[str] = field(default_factory=list)
     rate_hint: RateHint | None = field(default=None, compare=False)
     report: CallReport = field(default_factory=CallReport, compare=False)
+    tokens_estimated: bool = False  # the server gave no usable completion count: estimated (`token_usage`)
 
     def cacheable(self) -> dict[str, object]:
         """What the request cache stores: the reply, not the transient rate hint."""
@@ -70,6 +71,7 @@ class ChatResult:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "finish_reasons": self.finish_reasons,
+            **({"tokens_estimated": True} if self.tokens_estimated else {}),
         }
 
 

@@ -32,6 +32,7 @@ from collabgen.models.base import (
 )
 from collabgen.models.gate import CallGate
 from collabgen.models.prefix import PrefixMeter
+from collabgen.models.reply_shape import check_shape
 from collabgen.models.usage import UsageSink, UsageTee
 
 __all__ = ["CallFailed", "Parsed", "RoleModel", "parse_json_object", "request_seed"]
@@ -108,14 +109,16 @@ class RoleModel:
     ) -> Any:
         """A JSON object from the model, passed through `validate` when given.
 
-        A reply that does not parse, or that `validate` rejects (raises), is asked again
-        with a new sample seed, so the cache never hands back the same bad reply.
+        A reply that does not parse, does not fit `json_schema` (`reply_shape`), or that
+        `validate` rejects (raises), is asked again with a new sample seed, so the cache
+        never hands back the same bad reply; the last reason is in the failure.
         """
 
         def parse(text: str) -> Any:
             parsed = parse_json_object(text)
             if parsed is None:
                 raise ValueError("no JSON object in the reply")
+            check_shape(parsed, json_schema)  # a missing field, a bool where a number is asked
             return parsed if validate is None else validate(parsed)
 
         (only,) = await self.complete_parsed(messages, seed=seed, stage=stage, parse=parse, json_schema=json_schema,
@@ -144,11 +147,12 @@ class RoleModel:
         json_schema: dict[str, Any] | None, first: tuple[str, int, str], failure: str,
     ) -> Parsed[T]:
         text, tokens, finish = first
+        reason = ""
         for attempt in range(1, self.config.parse_retries + 2):
             try:
                 return Parsed(parse(text), tokens, finish)
-            except (KeyError, TypeError, ValueError):
-                pass
+            except (KeyError, TypeError, ValueError) as err:
+                reason = f" ({type(err).__name__}: {str(err)[:200]})"
             if attempt > self.config.parse_retries:
                 break
             self.sink.record_retry(self.role, stage)
@@ -159,7 +163,7 @@ class RoleModel:
         preview = text[:120].replace("\n", " ")
         raise CallFailed(
             f"{self.role} ({self.config.model}) gave no {failure} in {self.config.parse_retries + 1} "
-            f"attempts at stage {stage!r}; last reply: {preview!r}"
+            f"attempts at stage {stage!r}{reason}; last reply: {preview!r}"
         )
 
     async def _emulate_n(

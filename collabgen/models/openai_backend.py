@@ -37,6 +37,7 @@ from collabgen.models.base import (
 )
 from collabgen.models.rate_headers import rate_hint_from_headers
 from collabgen.models.sdk_errors import translated_errors
+from collabgen.models.token_usage import estimated_tokens, needs_estimate, reported_count
 
 # Constraints a recipe may set itself in extra_body; then collabgen sends none of its own.
 OWN_CONSTRAINTS = ("response_format", "structured_outputs")
@@ -125,12 +126,18 @@ class OpenAIBackend:
             raise TransientError(f"asked for {request.n} choices, got {len(choices)}")
         texts = [(c.message.content or "") if c.message else "" for c in choices]
         usage = response.usage
+        prompt = reported_count(usage.prompt_tokens if usage else None, "usage.prompt_tokens")
+        total = reported_count(usage.completion_tokens if usage else None, "usage.completion_tokens")
+        has_ids = bool(choices) and all(isinstance(getattr(c, "token_ids", None), list) for c in choices)
+        estimated = not has_ids and needs_estimate(total, texts)
         return ChatResult(
             texts=texts,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=completion_tokens(choices, usage.completion_tokens if usage else 0, texts),
+            prompt_tokens=prompt or 0,
+            completion_tokens=([estimated_tokens(t) for t in texts] if estimated
+                               else completion_tokens(choices, total or 0, texts)),
             finish_reasons=[c.finish_reason or "stop" for c in choices],
             rate_hint=rate_hint_from_headers(raw.headers),
+            tokens_estimated=estimated,
         )
 
     async def aclose(self) -> None:

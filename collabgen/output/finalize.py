@@ -79,7 +79,8 @@ def write_shards(
     )
 
 
-FLAG_COUNTS = ("truncated_candidates", "truncated_futures", "tampered_futures")
+FLAG_COUNTS = ("truncated_candidates", "truncated_futures", "tampered_futures", "math_verify_timeout_futures",
+               "tokens_estimated_futures")
 
 
 def count_flags(record: TurnRecord, flags: Counter[str]) -> None:
@@ -89,6 +90,8 @@ def count_flags(record: TurnRecord, flags: Counter[str]) -> None:
         for future in candidate.futures:
             flags["truncated_futures"] += future.truncated
             flags["tampered_futures"] += "tampered" in future.flags
+            flags["math_verify_timeout_futures"] += "math_verify_timeout" in future.flags
+            flags["tokens_estimated_futures"] += "tokens_estimated" in future.flags
 
 
 def _contiguous(records: list[TurnRecord]) -> list[TurnRecord]:

@@ -3,6 +3,10 @@
 Each slice wrote its own shards into the shared folders and its manifest under
 `.collabgen/slices/i-of-n/`; merging adds the counts and usage up, lists every shard,
 and writes the top-level `manifest.json` and `README.md`. Shards are not rewritten.
+
+Inputs of two partitions do not join: an out dir recorded as a whole run, or shards that
+no slice of the merged `n` wrote (a whole run's `part-*`, another `n`'s), are refused,
+since the counts would cover only part of the rows on disk.
 """
 
 from __future__ import annotations
@@ -10,13 +14,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from collabgen.config.errors import CollabgenError
+from collabgen.config.errors import CollabgenError, OutputConflictError
 from collabgen.config.recipe import Recipe
 from collabgen.config.secrets import secret_values
+from collabgen.engine.slices import Slice
 from collabgen.models.usage import UsageBook
 from collabgen.output.card import write_card
 from collabgen.output.manifest import Counts, Manifest, Slices, Usage, confidence_summary, cost, package_versions
 from collabgen.output.outdir import OutDir
+from collabgen.output.partition import Partition, recorded_partition
 from collabgen.tasks.registry import resolve_task
 
 
@@ -29,6 +35,7 @@ def merge_outputs(out_dir: Path) -> Manifest:
         )
     parts = [Manifest.load(f) for f in files]
     slices = _slices(out_dir, parts)
+    _refuse_foreign_rows(out, slices.count)
     recipe = Recipe.from_dict(parts[0].recipe)
     counts: dict[str, int] = defaultdict(int)
     usage = UsageBook()
@@ -74,6 +81,23 @@ def _slices(out_dir: Path, parts: list[Manifest]) -> Slices:
     count = totals.pop()
     present = sorted(index for index, _ in tags)
     return Slices(count=count, present=present, missing=sorted(set(range(count)) - set(present)))
+
+
+def _refuse_foreign_rows(out: OutDir, count: int) -> None:
+    """Every shard on disk must come from a slice of this cut, and the out dir's recorded
+    partition must be these slices: else the merged counts would not describe the rows."""
+    recorded = recorded_partition(out)
+    if recorded is not None and recorded != Partition(count):
+        raise OutputConflictError(f"{out.root} holds {recorded.describe()} (recorded in {out.partition_path}), not "
+                                  f"--shard i/{count} slices: nothing to merge from its slice manifests")
+    ours = tuple(out.state(Slice(index, count)).shard_prefix + "-" for index in range(count))
+    foreign = [out.relative(path) for config in OutDir.CONFIGS for path in out.shards(config)
+               if not path.name.startswith(ours)]
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputConflictError(f"{out.root} holds shards no --shard i/{count} slice wrote ({listed}): rows of "
+                                  "another partition of the seeds would be counted twice or not at all. Merge "
+                                  "slices of one run in an out dir of their own")
 
 
 def _slice_tag(part: Manifest) -> tuple[int, int]:

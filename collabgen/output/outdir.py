@@ -6,6 +6,7 @@
       manifest.json  README.md     the manifest and the dataset card
       .collabgen/                  state that never leaves the machine:
         recipe.json                  the fingerprint of the recipe that owns this dir
+        partition.json               whole run or `--shard i/n` slices: one partition per dir
         journal.jsonl cache.sqlite   the run's journal and request cache
         lock                         held (flock) by the run writing here; its PID inside
         slices/i-of-n/               the same per slice, plus that slice's manifest.json
@@ -112,6 +113,7 @@ class OutDir:
     JOURNAL = "journal.jsonl"
     CACHE = "cache.sqlite"
     RECIPE_STAMP = "recipe.json"
+    PARTITION = "partition.json"
     LOCK = "lock"
     SHARD_PREFIX = "part"
     SHARD_GLOB = "*.parquet"
@@ -138,6 +140,10 @@ class OutDir:
     @property
     def recipe_stamp_path(self) -> Path:
         return self.state_dir / self.RECIPE_STAMP
+
+    @property
+    def partition_path(self) -> Path:
+        return self.state_dir / self.PARTITION
 
     def folder(self, config: str) -> Path:
         if config not in self.CONFIGS:
@@ -213,16 +219,17 @@ class OutDir:
         return write_atomic(self.recipe_stamp_path, json.dumps(stamp) + "\n")
 
     def discard(self) -> None:
-        """Drop the dataset, the journals and the stamp. Request caches stay: requests are
-        keyed by content, so a fresh run of any recipe replays them correctly."""
+        """Drop the dataset, the journals, the slices' manifests, the stamp and the partition
+        record. Request caches stay: requests are keyed by content, so a fresh run of any
+        recipe replays them correctly."""
         for config in self.CONFIGS:
             shutil.rmtree(self.folder(config), ignore_errors=True)
         whole_run = self.state()
         for path in (self.manifest_path, self.card_path, whole_run.journal, self.recipe_stamp_path,
-                     whole_run.manifest):
+                     whole_run.manifest, self.partition_path):
             path.unlink(missing_ok=True)
-        for journal in self.slices_dir.glob(f"*/{self.JOURNAL}"):
-            journal.unlink()
+        for leftover in (*self.slices_dir.glob(f"*/{self.JOURNAL}"), *self.slice_manifests()):
+            leftover.unlink()
 
 
 

@@ -26,6 +26,7 @@ from collabgen.engine.records import TurnRecord
 from collabgen.engine.selection import Option, Selection, select_pairs
 from collabgen.models.base import Message
 from collabgen.prompting import TERMINATION_MARKER
+from collabgen.tasks.base import UNDECIDED_FLAGS
 
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 
@@ -123,7 +124,8 @@ def pairs_of_turn(
 ) -> list[dict[str, Any]]:
     """Pair rows from one turn's candidate rows (as built here or read from `candidates/`)."""
     options = [
-        Option(index=i, score=c["score"], text=c["response"], eligible=not c.get("truncated"),
+        Option(index=i, score=c["score"], text=c["response"],
+               eligible=not c.get("truncated") and not UNDECIDED_FLAGS.intersection(c.get("flags") or ()),
                std=c.get("score_std"), futures=c.get("n_futures") or 0)
         for i, c in enumerate(candidates)
     ]

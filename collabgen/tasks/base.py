@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from collabgen.sandbox import Sandbox
 
 
+UNDECIDED_FLAGS = frozenset({"math_verify_timeout"})
+"""Flags a metric raises when it could not decide a future's score (the value it returns
+is then no verdict): a candidate with one is never chosen nor rejected."""
+
+
 class TaskOptions(BaseModel):
     """Options a task takes under `task.options` in the recipe."""
 

@@ -38,6 +38,7 @@ from collabgen.config.errors import SeedError
 from collabgen.models.base import Message
 from collabgen.prompting import Prompts
 from collabgen.tasks.base import (
+    UNDECIDED_FLAGS,
     ScoringTools,
     SeedModel,
     Task,
@@ -94,6 +95,11 @@ class MathSeed(SeedModel):
         return marked[0]
 
 
+VERIFY_TIMEOUT = "math_verify_timeout"
+"""The flag of a future whose answer could not be compared in `verify_seconds`."""
+assert VERIFY_TIMEOUT in UNDECIDED_FLAGS
+
+
 class MathOptions(TaskOptions):
     accuracy: Literal["compare", "judge"] = "compare"
     """`compare`: the final answer (boxed, else extracted by the judge) against the gold
@@ -102,6 +108,9 @@ class MathOptions(TaskOptions):
     judge_fallback: bool = True
     """`compare`: ask the judge for the final answer when the assistant boxed none (false:
     an answer without `\\boxed{}` scores 0, and no extraction call is made)."""
+    verify_seconds: float = Field(default=10.0, gt=0)
+    """The bound on one symbolic comparison (run in a separate process); one that takes
+    longer flags its future `math_verify_timeout` and its candidate is never chosen."""
     judge_unparsable_gold: bool = False
     """Ask the judge (`tasks/math_equivalence`) whether an answer equals a reference that does
     not parse completely, when their texts differ; off, such a reference matches its text only."""
@@ -151,7 +160,13 @@ class MathTask(Task[MathSeed, MathOptions]):
         predicted = await self._final_answer(conversation, tools)
         if predicted is None:
             return {"accuracy": 0.0}
-        if answers_match(seed.answer, predicted):
+        from collabgen.tasks.math_bounded import answers_match_bounded  # it imports this module
+
+        matched = await answers_match_bounded(seed.answer, predicted, self.options.verify_seconds)
+        if matched is None:  # not decided in time: flagged (never chosen nor rejected), not a silent 0
+            tools.flag(VERIFY_TIMEOUT)
+            return {"accuracy": 0.0}
+        if matched:
             return {"accuracy": 1.0}
         if self.options.judge_unparsable_gold and not gold_is_parsable(seed.answer):
             reply = await tools.judge_json(
@@ -265,7 +280,18 @@ def answers_match(reference: str, predicted: str) -> bool:
     """
     if answer_text(reference) and answer_text(reference) == answer_text(predicted):
         return True
-    timeout = _timeout()
+    return _symbolic_match(reference, predicted, _timeout())
+
+
+def answers_match_untimed(reference: str, predicted: str) -> bool:
+    """`answers_match` with no math-verify timeout: for a caller that bounds it itself
+    (`math_bounded`, a process it kills), so a slow comparison is never a silent "no"."""
+    if answer_text(reference) and answer_text(reference) == answer_text(predicted):
+        return True
+    return _symbolic_match(reference, predicted, None)
+
+
+def _symbolic_match(reference: str, predicted: str, timeout: int | None) -> bool:
     with _quiet_math_verify():
         gold = strict_value(reference, gold=True, timeout=timeout)
         guess = strict_value(predicted, timeout=timeout) if gold is not None else None
