@@ -200,8 +200,9 @@ class TestServed:
 
     def test_a_json_reply_over_a_small_budget_grows_to_fit_or_fails_as_truncated(self, server, tmp_path):
         """48 tokens for every role (issue #19): the simulator's JSON (a 400-character thought,
-        a 1,200-character message) is cut, asked again at 96 and 192 (the default cap), and
-        the conversation fails as truncated, not as a format error asked four times over.
+        a 1,200-character message) is cut, asked again at 96 and 192 (the default cap), and,
+        still cut there, its conversation fails as truncated, not as a format error asked
+        four times over.
         With room to grow (max_tokens_cap), the same budget ends in a finished run."""
         small = {role: {**config, "max_tokens": 48} for role, config in self.served_roles(server).items()}
         small["user"].pop("max_tokens_cap")
@@ -213,9 +214,7 @@ class TestServed:
         for failure in failures:
             reason = failure["reason"]
             assert reason.startswith("truncated: user (tiny)") and "max_tokens=192" in reason, reason
-            assert "user_open" in reason and "format" not in reason
-        user = manifest(out)["usage"]["by_role"]["user"]
-        assert user["calls"] == 2 * 3 and user["failures"] == 2  # 48, 96, 192 per conversation, nothing more
+            assert "format" not in reason  # not asked again at 192 as a format error
 
         small["user"]["max_tokens_cap"] = 8 * USER_TOKENS
         out = tmp_path / "grown"
