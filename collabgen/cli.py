@@ -233,6 +233,8 @@ def plan(recipe: RecipeArg, sets: SetOpt = None, limit: LimitOpt = None, out: Ou
                   f"{estimate.calls_per_conversation:.0f}", soft_wrap=True)
     for note in setup.unchecked:
         console.print(f"[yellow]not checked:[/] {escape(note)}", soft_wrap=True)
+    for warning in estimate.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     table = Table(title="estimate for the whole run (upper bound)")
     for column in ("role", "model", "calls", "prompt tokens", "completion tokens"):
         table.add_column(column, justify="left" if column in ("role", "model") else "right")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +79,22 @@ def by_turn(candidates) -> dict[tuple[str, int], dict[bool, dict[str, Any]]]:
     for row in candidates.iter_rows(named=True):
         table.setdefault((row["conv_id"], row["turn"]), {})[row["proactive"]] = row
     return table
+
+
+@contextlib.contextmanager
+def datasets_warnings() -> Iterator[list[str]]:
+    """The warnings `datasets` logs inside the block (its logger does not propagate to
+    pytest's caplog), e.g. a card's `dataset_info` it ignores."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger("datasets")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)

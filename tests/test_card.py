@@ -16,7 +16,7 @@ from collabgen.output.manifest import Manifest
 from collabgen.output.outdir import OutDir
 from collabgen.tasks.math import MathTask
 from tests.fakeserver import FakeLLMServer
-from tests.helpers import math_recipe, write_recipe
+from tests.helpers import datasets_warnings, math_recipe, write_recipe
 from tests.scripts import install_math
 
 CITATION = "@misc{me2026mydata,\n  title = {My data},\n  year = {2026}\n}"
@@ -71,3 +71,31 @@ def test_the_benchmark_is_described_only_when_the_seeds_are_it(made, tmp_path):
     card = (out / "README.md").read_text()
     assert front_matter(card)["license"] == "mit"
     assert "hendrycks2021math" in card and "contaminates evaluation on MATH" in card
+
+
+def test_every_config_loads_with_the_cards_dataset_info_and_no_warning(made, tmp_path):
+    """`datasets` reads the card's split info as its own (rows, Arrow bytes) and ignores nothing."""
+    import pyarrow.parquet as pq
+    from huggingface_hub import DatasetCard
+
+    out, _ = made
+    card = DatasetCard.load(out / "README.md")  # the Hub client's own parser of card metadata
+    infos = {c["config_name"]: c for c in card.data.to_dict()["dataset_info"]}
+    for config in ("pairs", "sft", "candidates"):
+        with datasets_warnings() as warnings:
+            loaded = datasets.load_dataset(str(out), config, split="train", cache_dir=str(tmp_path / "cache"))
+        assert warnings == [], warnings
+        (split,) = infos[config]["splits"]
+        assert split == {"name": "train", "num_bytes": loaded.info.splits["train"].num_bytes,
+                         "num_examples": len(loaded)}
+        shards = sorted((out / config).glob("*.parquet"))
+        assert infos[config]["download_size"] == sum(p.stat().st_size for p in shards)
+        assert infos[config]["dataset_size"] == sum(pq.read_table(p).nbytes for p in shards)
+
+
+def test_a_pretty_name_with_yaml_syntax_stays_a_string(made, tmp_path):
+    out, data = made
+    data = {**data, "output": {**data["output"], "card": {"pretty_name": "Math: tutoring #1 - {v2}"}}}
+    recipe = Recipe.from_dict(data)
+    write_card(OutDir(out), recipe, MathTask(), Manifest.read(out), secret_values(recipe))
+    assert front_matter((out / "README.md").read_text())["pretty_name"] == "Math: tutoring #1 - {v2}"

@@ -68,6 +68,57 @@ def test_a_reply_not_in_the_format_is_rejected(reply):
         parse_user_reply(reply)
 
 
+# What the schema's `minLength: 1` lets through but would be an empty user turn.
+WORDLESS = [" ", "\n", "\u200b", "...", "\u3000\t", TERMINATE, f" {TERMINATE}\n"]
+
+
+@pytest.mark.parametrize("message", WORDLESS)
+def test_a_message_without_words_is_not_in_the_format(message):
+    with pytest.raises(ValueError, match="carry words"):
+        parse_user_reply(json.dumps({"thought": "x", "satisfied": False, "message": message}))
+    with pytest.raises(ValueError, match="carry words"):
+        parse_user_reply(json.dumps({"thought": "x", "satisfied": True, "message": message}))
+
+
+@pytest.mark.parametrize("message", ["ok", "7", "好的", f"bye {TERMINATE}"])
+def test_a_message_with_words_in_any_script_is_kept(message):
+    assert parse_user_reply(json.dumps({"thought": "", "satisfied": False, "message": message})).message
+
+
+def test_a_wordless_message_is_asked_again_and_never_becomes_a_user_turn(server, tmp_path):
+    """Every first sample of a user request is a bare newline or space; the sample asked
+    again with a new seed has words. No row holds an empty user message."""
+
+    first_request: dict[str, dict] = {}  # the chat a user request holds -> the first request's body
+
+    def blank_first(call: ScriptCall) -> str:
+        chat = json.dumps(call.messages)
+        if first_request.setdefault(chat, call.body) is call.body:
+            return say("\n" if call.choice_index % 2 else " ")
+        return scripts.math_user(call)
+
+    server.set_script(USER, blank_first)
+    result, out = run(server, tmp_path, **{"task.limit": 2, "generation.max_turns": 2})
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["usage"]["by_role"]["user"]["retries"] > 0
+    rows = read_shards(out, "sft").to_dicts() + read_shards(out, "pairs").to_dicts()
+    user_turns = [m["content"] for r in rows for m in r.get("messages", r.get("prompt")) if m["role"] == "user"]
+    futures = [m["content"] for r in read_shards(out, "candidates").to_dicts() for f in r["futures"]
+               for m in f["messages"] if m["role"] == "user"]
+    assert user_turns and futures and all(t.strip() for t in user_turns + futures)
+
+
+def test_a_simulator_that_only_sends_blanks_fails_the_conversation_with_the_reason(server, tmp_path):
+    server.set_script(USER, lambda call: say("\n"))
+    result, out = run(server, tmp_path, **{"task.limit": 1, "models.user.parse_retries": 2})
+    assert result.exit_code == 1
+    reason = json.loads((out / "manifest.json").read_text())["failures"][0]["reason"]
+    assert "user" in reason and "format" in reason
+    assert len(server.ok_calls(USER)) == 3  # asked three times, with three seeds
+    assert server.ok_calls(POLICY) == []
+
+
 def test_bad_simulator_replies_are_asked_again_one_choice_at_a_time(server, tmp_path):
     """The second choice of every n>1 request is not JSON: only it is asked again, alone,
     with a new seed; the rows never hold the bad text."""

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from collabgen.cli import app
 from tests.fakeserver import FakeLLMServer
-from tests.helpers import math_recipe, write_recipe
+from tests.helpers import datasets_warnings, math_recipe, write_recipe
 from tests.scripts import install_math
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,7 +333,9 @@ def test_push_uploads_shards_card_and_manifest_in_one_commit_without_state_or_se
         (mirror / path).write_bytes(data)
     manifest = json.loads((out / "manifest.json").read_text())
     for config in ("pairs", "sft", "candidates"):
-        loaded = datasets.load_dataset(str(mirror), config, split="train", cache_dir=str(tmp_path / "cache"))
+        with datasets_warnings() as warnings:
+            loaded = datasets.load_dataset(str(mirror), config, split="train", cache_dir=str(tmp_path / "cache"))
+        assert warnings == [], warnings  # the card's dataset_info is read whole
         assert len(loaded) == manifest["counts"][config], config
 
 

@@ -83,3 +83,32 @@ def test_plan_on_a_shipped_recipe_opens_no_network_and_says_what_it_did_not_chec
     result = CliRunner().invoke(app, ["plan", str(RECIPES / f"{name}.yaml")])
     assert result.exit_code == 0, result.output
     assert "not checked:" in result.output and "task.limit" in result.output
+
+
+def plan_output(data: dict, tmp_path) -> str:
+    from typer.testing import CliRunner
+
+    from collabgen.cli import app
+    from tests.helpers import write_recipe
+
+    result = CliRunner().invoke(app, ["plan", str(write_recipe(tmp_path / "r.yaml", data))])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+def test_plan_warns_when_a_roles_budget_cannot_hold_the_bounded_fields_of_its_schema(tmp_path):
+    # The simulator's schema: a 400-character thought, a 1,200-character message.
+    fields = len(json.dumps({"thought": "x" * 400, "satisfied": False, "message": "x" * 1200}))
+    tokens = -(-fields // 3)
+    data = math_recipe(UNUSED, tmp_path / "out", **{"models.user.max_tokens": 48, "models.judge.max_tokens": 48})
+    text = plan_output(data, tmp_path)
+    assert (f"warning: models.user.max_tokens 48 may not hold its JSON reply at stage 'user_open', 'future_user': "
+            f"the schema's bounded fields allow {fields:,} characters, about {tokens:,} tokens at 3 characters per "
+            f"token") in text
+    assert "max_tokens_cap 192 cannot hold it either" in text
+    assert "models.judge" not in text and "models.policy" not in text  # judges' schemas bound no field
+
+    data["models"]["user"]["max_tokens_cap"] = 1024
+    assert "asked again with larger budgets up to max_tokens_cap 1024" in plan_output(data, tmp_path)
+    data["models"]["user"]["max_tokens"] = tokens
+    assert "warning:" not in plan_output(data, tmp_path)

@@ -198,6 +198,32 @@ class TestServed:
         counters = metrics(server)
         assert counters["vllm:prefix_cache_queries"] > 0 and prefix_hit_rate(counters) is not None
 
+    def test_a_json_reply_over_a_small_budget_grows_to_fit_or_fails_as_truncated(self, server, tmp_path):
+        """48 tokens for every role (issue #19): the simulator's JSON (a 400-character thought,
+        a 1,200-character message) is cut, asked again at 96 and 192 (the default cap), and,
+        still cut there, its conversation fails as truncated, not as a format error asked
+        four times over.
+        With room to grow (max_tokens_cap), the same budget ends in a finished run."""
+        small = {role: {**config, "max_tokens": 48} for role, config in self.served_roles(server).items()}
+        small["user"].pop("max_tokens_cap")
+        out = tmp_path / "cut"
+        result = run_cli("run", str(write_recipe(tmp_path / "cut.yaml", recipe(out, small, 2))))
+        assert result.exit_code == 1, result.output
+        failures = manifest(out)["failures"]
+        assert len(failures) == 2
+        for failure in failures:
+            reason = failure["reason"]
+            assert reason.startswith("truncated: user (tiny)") and "max_tokens=192" in reason, reason
+            assert "format" not in reason  # not asked again at 192 as a format error
+
+        small["user"]["max_tokens_cap"] = 8 * USER_TOKENS
+        out = tmp_path / "grown"
+        result = run_cli("run", str(write_recipe(tmp_path / "grown.yaml", recipe(out, small, 1))))
+        assert result.exit_code == 0, result.output
+        user = manifest(out)["usage"]["by_role"]["user"]
+        assert user["retries"] > 0 and user["failures"] == 0
+        assert pl.read_parquet(sorted((out / "sft").glob("*.parquet"))).height == 1
+
     def test_in_process_samples_match_the_served_model_token_for_token(self, server, tiny_model):
         """Same prompt ids (one BOS), same seeded samples, same per-choice counts, same
         constrained judge reply; and the in-process engine shuts down cleanly at exit."""

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import polars as pl
+import pytest
 
 from collabgen.app.generate import run_async
 from collabgen.models.base import ChatRequest, ChatResult
 from collabgen.output.manifest import Manifest
 from collabgen.tasks.recipe_check import load_recipe
+from tests import scripts
+from tests.fakeserver import FakeLLMServer, Reply, ScriptCall
 from tests.helpers import math_recipe
 from tests.scripted_backend import ScriptedBackend, Seen
+from tests.scripts import POLICY, USER, install_math
 
 UNUSED = "http://127.0.0.1:9/v1"
 
@@ -79,3 +84,72 @@ def test_a_turn_where_every_candidate_is_cut_fails_the_conversation_with_the_rea
     report, _ = run(tmp_path, fits=10_000, **{"generation.proactive_share": 0.0})
     assert report.failed == 1 and report.exit_code == 1
     assert "truncated" in report.failures[0]["reason"]
+
+
+# --------------------------------------------------------------------------- JSON replies, over the wire
+
+
+def cut_below(fits: int) -> Callable[[ScriptCall], str | Reply]:
+    """The simulated user's JSON runs long: with a budget under `fits` tokens it stops half
+    way (finish_reason length / stop_reason max_tokens), else it is the math user's reply."""
+
+    def script(call: ScriptCall) -> str | Reply:
+        budget = call.body.get("max_tokens") or 0
+        if budget < fits:
+            return Reply(scripts.math_user(call)[:25], finish_reason="length")
+        return scripts.math_user(call)
+
+    return script
+
+
+def run_cut_user(tmp_path, protocol: str, fits: int) -> tuple[object, FakeLLMServer]:
+    with FakeLLMServer() as server:
+        install_math(server)
+        server.set_script(USER, cut_below(fits))
+        data = math_recipe(server.base_url, tmp_path / "out", **{"task.limit": 1, "generation.max_turns": 1,
+                                                                  "models.user.max_tokens": 50})
+        if protocol == "anthropic":
+            data["models"]["user"].update(backend="anthropic", base_url=server.anthropic_base_url,
+                                          api_key_env="COLLABGEN_TEST_ANTHROPIC_KEY")
+        report = asyncio.run(run_async(load_recipe(data), progress=False))
+    return report, server
+
+
+@pytest.fixture
+def anthropic_key(monkeypatch):
+    monkeypatch.setenv("COLLABGEN_TEST_ANTHROPIC_KEY", "sk-ant-test")
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_cut_json_reply_is_asked_again_with_twice_the_budget_and_parsed_when_it_fits(tmp_path, protocol,
+                                                                                       anthropic_key):
+    report, server = run_cut_user(tmp_path, protocol, fits=100)
+    opening = server.ok_calls(USER)[:2]
+    assert [c.body["max_tokens"] for c in opening] == [50, 100]
+    assert opening[0].body["messages"] == opening[1].body["messages"]
+    assert report.ok == 1 and report.failed == 0
+    manifest = Manifest.read(tmp_path / "out")
+    assert manifest.usage.by_role["user"].failures == 0
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_json_reply_still_cut_at_the_cap_fails_the_conversation_as_truncated(tmp_path, protocol, anthropic_key):
+    report, server = run_cut_user(tmp_path, protocol, fits=10_000)  # never fits: 50 -> 100 -> 200 (4 x 50)
+    assert [c.body["max_tokens"] for c in server.ok_calls(USER)] == [50, 100, 200]  # not asked again at 200
+    assert report.failed == 1 and report.exit_code == 1
+    reason = report.failures[0]["reason"]
+    assert reason.startswith("truncated: user") and "max_tokens=200" in reason and "user_open" in reason
+    assert "format" not in reason
+    assert server.ok_calls(POLICY) == []
+
+
+def test_larger_budgets_do_not_use_up_transport_retries(tmp_path, anthropic_key):
+    """With no transport retry left, a cut reply is still asked again at each larger budget."""
+    with FakeLLMServer() as server:
+        install_math(server)
+        server.set_script(USER, cut_below(200))
+        data = math_recipe(server.base_url, tmp_path / "out", **{
+            "task.limit": 1, "generation.max_turns": 1, "models.user.max_tokens": 50, "models.user.max_retries": 0})
+        report = asyncio.run(run_async(load_recipe(data), progress=False))
+    assert [c.body["max_tokens"] for c in server.ok_calls(USER)][:3] == [50, 100, 200]
+    assert report.ok == 1, report.failures

@@ -39,7 +39,7 @@ from collabgen.output.shards import ShardWriter
 
 _COLUMNS = ["conv_id", "turn", "candidate", "task", "prompt", "response", "proactive", "score", "metrics",
             "chosen", "rejected"]
-_OPTIONAL_COLUMNS = ["truncated", "score_std", "n_futures"]  # absent from shards written before the columns existed
+_OPTIONAL_COLUMNS = ["truncated", "flags", "score_std", "n_futures"]  # absent from shards written before the columns existed
 _DEFAULT_ROWS_PER_SHARD = 5000
 
 

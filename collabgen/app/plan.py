@@ -11,6 +11,8 @@ characters per token, replies at assumed lengths (assistant `max_tokens` or 300,
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +20,15 @@ from collabgen.app.context import RunSetup, open_context
 from collabgen.config.recipe import Recipe
 from collabgen.engine.records import TurnRecord
 from collabgen.engine.seeds import iter_seeds, placeholder_seed
-from collabgen.models.counting import CountingBackend
+from collabgen.models.counting import CountingBackend, largest_bounded_instance
 from collabgen.models.usage import UsageBook
 
 USER_MESSAGE = 80
 JUDGE_OUTPUT = 60
 ASSISTANT_MESSAGE = 300
+CHARS_PER_TOKEN_LOW = 3
+"""A conservative characters-per-token figure for the budget check (English prose runs
+about 4 with GPT and Llama tokenizers; JSON punctuation, other languages and odd text fewer)."""
 
 
 @dataclass
@@ -37,6 +42,7 @@ class RoleEstimate:
 class Plan:
     seeds: int
     per_conversation: dict[str, RoleEstimate] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def calls_per_conversation(self) -> float:
@@ -73,7 +79,8 @@ async def plan_run(setup: RunSetup) -> Plan:
         first = next(iter(iter_seeds(setup.task, setup.recipe.task)), None)
     if first is None:
         return Plan(seeds=0)
-    async with open_context(setup, cache_path=None, backends=counting_backends(setup.recipe)) as context:
+    backends = counting_backends(setup.recipe)
+    async with open_context(setup, cache_path=None, backends=backends) as context:
 
         async def on_turn(record: TurnRecord) -> None:
             return None
@@ -84,4 +91,31 @@ async def plan_run(setup: RunSetup) -> Plan:
         role: RoleEstimate(tally.calls + tally.cached_calls, tally.prompt_tokens, tally.completion_tokens)
         for role, tally in usage.by_role().items()
     }
-    return Plan(seeds=setup.seeds, per_conversation=per_role)
+    return Plan(seeds=setup.seeds, per_conversation=per_role, warnings=budget_warnings(setup.recipe, backends))
+
+
+def budget_warnings(recipe: Recipe, backends: dict[str, CountingBackend]) -> list[str]:
+    """One line per role whose `max_tokens` cannot hold the bounded fields (`maxLength`) of a
+    schema it must answer, the tokens estimated at `CHARS_PER_TOKEN_LOW` characters each."""
+    warnings = []
+    for role, config in recipe.models.roles().items():
+        if config.max_tokens is None or role not in backends:
+            continue
+        by_schema: dict[str, list[str]] = {}
+        for stage, schema in backends[role].schemas.items():
+            by_schema.setdefault(json.dumps(schema, sort_keys=True), []).append(stage)
+        for text, stages in by_schema.items():
+            chars = len(json.dumps(largest_bounded_instance(json.loads(text))))
+            tokens = math.ceil(chars / CHARS_PER_TOKEN_LOW)
+            if tokens <= config.max_tokens:
+                continue
+            cap = max(config.truncation_cap() or 0, config.max_tokens)
+            then = (f"a reply that long is cut and asked again with larger budgets up to max_tokens_cap {cap} "
+                    "(extra calls)" if cap >= tokens else
+                    f"max_tokens_cap {cap} cannot hold it either: such a reply fails its conversation as truncated")
+            warnings.append(
+                f"models.{role}.max_tokens {config.max_tokens} may not hold its JSON reply at stage "
+                f"{', '.join(repr(s) for s in stages)}: the schema's bounded fields allow {chars:,} characters, "
+                f"about {tokens:,} tokens at {CHARS_PER_TOKEN_LOW} characters per token (a conservative "
+                f"estimate); {then}")
+    return warnings

@@ -14,7 +14,9 @@ How it answers: a JSON object (schema `user_simulator.schema.json`) with a priva
 `message` it sends. Only the message reaches the chat; the thought is dropped here, so
 no assistant-facing prompt, judge prompt or output row ever holds it. A satisfied user
 ends the chat: its message is stored with the termination marker, which the rest of the
-pipeline reads (futures' `terminated`, the next real user turn, rows strip it).
+pipeline reads (futures' `terminated`, the next real user turn, rows strip it). A message
+must carry words: one of blanks, punctuation or only the marker is a reply not in the
+format, asked again like any other.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ class UserReply:
         return text
 
 
+def carries_words(message: str) -> bool:
+    """Whether a message says anything: a letter or digit (any script) besides the
+    termination marker. The schema's `minLength: 1` lets through a space, a newline, a
+    zero-width space or a bare marker, each of which would be an empty user turn."""
+    return any(ch.isalnum() for ch in message.replace(TERMINATION_MARKER, ""))
+
+
 def parse_user_reply(text: str) -> UserReply:
     """The simulator's JSON reply, checked; raises (KeyError, TypeError, ValueError) so the
     caller asks again. The `thought` must be there (the simulator thinks before it speaks)
@@ -61,8 +70,10 @@ def parse_user_reply(text: str) -> UserReply:
     if not isinstance(reply["thought"], str):
         raise TypeError("thought must be a string")
     message = reply["message"]
-    if not isinstance(message, str) or not message.strip():
-        raise ValueError("message must be a non-empty string")
+    if not isinstance(message, str):
+        raise TypeError("message must be a string")
+    if not carries_words(message):
+        raise ValueError("message must carry words (a letter or digit besides the termination marker)")
     satisfied = reply["satisfied"]
     if isinstance(satisfied, str) and satisfied.strip().lower() in ("true", "false"):
         satisfied = satisfied.strip().lower() == "true"

@@ -48,6 +48,20 @@ def smallest_instance(schema: dict[str, Any] | None, text: Callable[[], str] = l
     return defaults.get(kind, None)
 
 
+def largest_bounded_instance(schema: dict[str, Any] | None) -> Any:
+    """The longest value the schema's bounds allow: every string with a `maxLength` at
+    that length (others as short as the schema allows), every optional property present."""
+    if not schema:
+        return {}
+    kind = schema.get("type", "object")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: largest_bounded_instance(sub) for name, sub in properties.items()}
+    if kind == "string" and "maxLength" in schema:
+        return "x" * schema["maxLength"]
+    return smallest_instance(schema)
+
+
 class CountingBackend:
     """Answers every request at once with replies of assumed lengths (tokens per reply).
 
@@ -59,9 +73,12 @@ class CountingBackend:
         self.reply_tokens = reply_tokens
         self.supports_n = supports_n
         self._serial = itertools.count()
+        self.schemas: dict[str, dict[str, Any]] = {}  # stage -> the JSON schema its replies must follow
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         prompt_chars = sum(len(m["content"]) for m in request.messages)
+        if request.json_schema is not None:
+            self.schemas.setdefault(request.stage, request.json_schema)
         if request.json_schema is not None or request.json_mode:
             texts = [json.dumps(smallest_instance(request.json_schema, self._reply)) for _ in range(request.n)]
         else:

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from collabgen.config.recipe import ModelConfig
 from collabgen.models.base import (
+    TRUNCATED,
     CallFailed,
     CallReport,
     ChatBackend,
@@ -132,7 +133,10 @@ class RoleModel:
         """`n` structured replies in one request (JSON mode, `json_schema` where the backend
         can use it), each passed through `parse`; a choice that `parse` rejects (raises
         KeyError, TypeError or ValueError) is asked again on its own with new sample seeds,
-        up to `parse_retries` times, so one bad choice does not cost the others.
+        up to `parse_retries` times, so one bad choice does not cost the others. A choice
+        that does not parse because it was cut at its token budget is not asked again with
+        the same budget: the chain has already asked with twice the budget up to
+        `max_tokens_cap` (the path of every cut reply), so it fails as truncated.
         """
         first = await self.complete(messages, seed=seed, stage=stage, n=n, json_mode=True, json_schema=json_schema)
         choices = zip(first.texts, first.completion_tokens, first.finish_reasons)
@@ -153,6 +157,11 @@ class RoleModel:
                 return Parsed(parse(text), tokens, finish)
             except (KeyError, TypeError, ValueError) as err:
                 reason = f" ({type(err).__name__}: {str(err)[:200]})"
+            if finish == TRUNCATED:
+                # The chain already asked again with larger budgets up to the cap: a reply
+                # still cut there is truncated, as a text reply is, not a format error.
+                self.sink.record_failure(self.role, stage)
+                raise CallFailed(self._truncated(stage, text))
             if attempt > self.config.parse_retries:
                 break
             self.sink.record_retry(self.role, stage)
@@ -165,6 +174,14 @@ class RoleModel:
             f"{self.role} ({self.config.model}) gave no {failure} in {self.config.parse_retries + 1} "
             f"attempts at stage {stage!r}{reason}; last reply: {preview!r}"
         )
+
+    def _truncated(self, stage: str, text: str) -> str:
+        budget = max(self.config.max_tokens or 0, self.config.truncation_cap() or 0) or None
+        limit = f"max_tokens={budget}" if budget is not None else "the server's own token limit"
+        preview = text[:120].replace("\n", " ")
+        return (f"truncated: {self.role} ({self.config.model}) reply cut at {limit} at stage {stage!r} before "
+                f"its JSON was complete (asked again with twice the budget up to max_tokens_cap); raise max_tokens "
+                f"or max_tokens_cap of models.{self.role}; last reply: {preview!r}")
 
     async def _emulate_n(
         self, messages: list[Message], *, seed: int, stage: str, n: int, temperature: float | None, json_mode: bool,

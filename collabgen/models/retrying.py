@@ -3,7 +3,8 @@
 Transient errors (rate limits, server errors, timeouts, replies the reply policy
 rejects) are asked again with exponential backoff and jitter, waiting at least what a
 server's Retry-After says; anything else, or a transient error after `max_retries`
-retries, becomes `CallFailed`. How many retries a call waited through travels out on its
+retries, becomes `CallFailed`. A reply cut at its budget (`TruncatedReply`) is asked
+again at once with the larger budget it carries, without using up `max_retries`. How many retries a call waited through travels out on its
 report, since the layer cannot know which usage books the call belongs to.
 """
 
@@ -16,7 +17,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
 
@@ -53,17 +53,27 @@ class RetryingBackend(BackendLayer):
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         retries = 0
+        larger_budgets = 0
         current = request
 
         def count(state: RetryCallState) -> None:
-            nonlocal retries, current
+            nonlocal retries, larger_budgets, current
             retries += 1
             error = state.outcome.exception() if state.outcome else None
             if isinstance(error, TruncatedReply):
+                larger_budgets += 1
                 current = error.request  # the same request with a larger token budget
 
+        def spent(state: RetryCallState) -> bool:
+            # A larger budget is not a transport retry: the doublings up to the cap are
+            # bounded on their own and never use up `max_retries`.
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, TruncatedReply):
+                return False
+            return state.attempt_number - larger_budgets > self.max_retries
+
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(self.max_retries + 1),
+            retry=retry_if_exception_type(TransientError), stop=spent,
             wait=self._wait_for, before_sleep=count, reraise=True, **self._sleep,
         )
         try:

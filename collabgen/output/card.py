@@ -6,14 +6,12 @@ No secret and no local path goes in: paths are relative to the out dir.
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import polars as pl
-import yaml
 
 from collabgen.config.recipe import Recipe
 from collabgen.config.secrets import scrub
@@ -21,12 +19,16 @@ from collabgen.output.manifest import Manifest
 from collabgen.output.outdir import OutDir, write_atomic
 from collabgen.tasks.base import Task
 
+if TYPE_CHECKING:
+    from datasets.info import DatasetInfosDict
+
 
 def _size_category(rows: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                        (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")):
         if rows < limit:
             return name
-    return "1M<n<10M"
+    return "1B<n<10B"
 
 
 def score_summary(out: OutDir) -> dict[str, Any]:
@@ -48,16 +50,6 @@ def score_summary(out: OutDir) -> dict[str, Any]:
         for name in struct.columns:
             summary["metrics"].setdefault(name, {})[side] = struct[name].mean()
     return summary
-
-
-def shards_id(out: OutDir) -> str:
-    """A short id of the shards on disk (names, sizes, write times): the card's
-    `dataset_info` carries it so that the `datasets` cache never serves stale shards."""
-    digest = hashlib.sha256()
-    for path in sorted(out.root.glob(f"*/{OutDir.SHARD_GLOB}")):
-        stat = path.stat()
-        digest.update(f"{out.relative(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 # The benchmarks the built-in tasks describe, by their default Hub source, and their licenses.
@@ -91,21 +83,45 @@ def seed_source(recipe: Recipe) -> str:
     return f"a local seed file, `{recipe.task.source.path.name}`" if recipe.task.source.path else "a local seed file"
 
 
-def config_features(out: OutDir) -> list[dict[str, Any]]:
-    """Per config: rows and the features of its shards as written (`dataset_info`)."""
+def dataset_infos(out: OutDir) -> DatasetInfosDict:
+    """Per config, what `datasets` itself records for it (`DatasetInfosDict`): the shards'
+    features, the `train` split's rows and Arrow bytes (`num_bytes`, as `load_dataset`
+    counts them), `dataset_size` and `download_size` (the Parquet files' bytes). The card's
+    `dataset_info` is written from these by `datasets`' own YAML writer, so `load_dataset`
+    and the Hub read every field; the sizes and the loader's file times key its cache."""
     import datasets
     import pyarrow.parquet as pq
+    from datasets.info import DatasetInfosDict
 
-    configs = []
+    infos = DatasetInfosDict()
     for name in OutDir.CONFIGS:
         shards = out.shards(name)
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in shards)
-        features = ""
-        if shards:
-            listed = datasets.Features.from_arrow_schema(pq.read_schema(shards[0]))._to_yaml_list()
-            features = yaml.safe_dump(listed, sort_keys=False).rstrip()
-        configs.append({"name": name, "rows": rows, "features": features})
-    return configs
+        arrow_bytes = sum(pq.read_table(p).nbytes for p in shards)  # one bounded shard at a time
+        features = datasets.Features.from_arrow_schema(pq.read_schema(shards[0])) if shards else None
+        infos[name] = datasets.DatasetInfo(
+            config_name=name, features=features,
+            splits=datasets.SplitDict({"train": datasets.SplitInfo(name="train", num_bytes=arrow_bytes,
+                                                                   num_examples=rows)}),
+            download_size=sum(p.stat().st_size for p in shards), dataset_size=arrow_bytes,
+        )
+    return infos
+
+
+def front_matter(out: OutDir, *, license: str, pretty_name: str, rows: int) -> str:
+    """The card's YAML metadata, through huggingface_hub's `DatasetCardData` (quoting and
+    field names as the Hub reads them) with `datasets`' `dataset_info` and the configs
+    that make each folder loadable by name (`pairs` the default)."""
+    from huggingface_hub import DatasetCardData
+
+    data = DatasetCardData(
+        license=license, pretty_name=pretty_name, size_categories=[_size_category(rows)],
+        task_categories=["text-generation"], tags=["collabgen", "collabllm", "multiturn", "dpo", "sft", "synthetic"],
+        configs=[{"config_name": name, **({"default": True} if name == "pairs" else {}),
+                  "data_files": [{"split": "train", "path": f"{name}/*.parquet"}]} for name in OutDir.CONFIGS],
+    )
+    dataset_infos(out).to_dataset_card_data(data)
+    return data.to_yaml()
 
 
 def example_conversation(out: OutDir) -> list[dict[str, str]] | None:
@@ -127,15 +143,17 @@ def write_card(out: OutDir, recipe: Recipe, task: Task, manifest: Manifest, secr
     rows = max(counts.pairs, counts.sft, counts.candidates)
     card = recipe.output.card
     benchmark = is_benchmark(recipe, task)
+    license = card.license or (BENCHMARK_LICENSES.get(task.name, "other") if benchmark else "other")
+    pretty_name = card.pretty_name or f"collabgen {task.name} collaboration data"
     text = _template(task).render(
         task=task,
         recipe=recipe,
         card=card,
         benchmark=benchmark,
-        license=card.license or (BENCHMARK_LICENSES.get(task.name, "other") if benchmark else "other"),
-        pretty_name=card.pretty_name or f"collabgen {task.name} collaboration data",
+        license=license,
+        pretty_name=pretty_name,
         seed_source=seed_source(recipe),
-        configs=config_features(out),
+        front_matter=front_matter(out, license=license, pretty_name=pretty_name, rows=rows),
         task_metrics=[m for m in task.metric_names(task.options) if recipe.reward.weights.get(m, 0.0) != 0.0],
         flags={k: v for k, v in (manifest.flags or {}).items() if v},
         models={role: c.model for role, c in recipe.models.roles().items()},
@@ -147,7 +165,6 @@ def write_card(out: OutDir, recipe: Recipe, task: Task, manifest: Manifest, secr
         example=example_conversation(out),
         lambda_=recipe.reward.token_penalty.lambda_,
         token_penalty_formula=token_penalty_formula(recipe),
-        shards_id=shards_id(out),
     )
     return write_atomic(out.card_path, scrub(text, secrets))
 
