@@ -111,3 +111,48 @@ async def test_an_unparseable_retry_after_counts_as_absent(protocol):
 ])
 def test_retry_after_parsing(headers, seconds):
     assert retry_after_seconds(headers) == seconds
+
+
+# --------------------------------------------------------------------------- text that is not Unicode
+
+
+def with_lone_surrogate(script):
+    """A policy whose every reply carries `\\ud800` on the wire (valid JSON, not Unicode)."""
+    return lambda call: script(call) + " \ud800"
+
+
+def test_a_lone_surrogate_in_a_reply_is_replaced_and_the_run_and_its_rerun_succeed(tmp_path):
+    from typer.testing import CliRunner
+
+    from collabgen.cli import app
+    from tests.helpers import math_recipe, read_shards, write_recipe
+    from tests.scripts import POLICY, install_math, math_policy
+
+    with FakeLLMServer() as server:
+        install_math(server)
+        server.set_script(POLICY, with_lone_surrogate(math_policy))
+        path = write_recipe(tmp_path / "r.yaml", math_recipe(server.base_url, tmp_path / "out", **{"task.limit": 2}))
+        first = CliRunner().invoke(app, ["run", str(path)])
+        assert first.exit_code == 0, first.output
+        replies = read_shards(tmp_path / "out", "candidates")["response"].to_list()
+        assert replies and all(r.endswith(" \ufffd") for r in replies)
+        paid = len(server.calls)
+        # The cache holds the cleaned reply: a rerun replays it for free and fails nothing.
+        (tmp_path / "out" / "manifest.json").unlink()
+        second = CliRunner().invoke(app, ["run", str(path)])
+        assert second.exit_code == 0, second.output
+        assert len(server.calls) == paid
+
+
+async def test_a_cache_written_with_a_lone_surrogate_replays_clean(tmp_path):
+    from collabgen.models.base import ChatRequest, ChatResult
+    from collabgen.models.cache import RequestCache
+    from collabgen.models.cached import CachedBackend
+
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    cache.put("k", ChatResult(texts=["x \ud800"], completion_tokens=[2], finish_reasons=["stop"]))
+    from tests.scripted_backend import ScriptedBackend
+
+    layer = CachedBackend(ScriptedBackend(), cache, lambda request: "k")
+    hit = await layer.complete(ChatRequest(messages=[{"role": "user", "content": "q"}], temperature=0.0))
+    assert hit.texts == ["x \ufffd"] and hit.report.cached
