@@ -14,21 +14,34 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
 TERMINATION_MARKER = "[[TERMINATE CHAT]]"
 
 
+class StrictSandbox(SandboxedEnvironment):
+    """Jinja's sandbox that raises `SecurityError` where an unsafe attribute is read, so the
+    error names it (the stock one returns an undefined whose next use fails obscurely)."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
+
+
 class Prompts:
-    """A jinja2 environment over the packaged templates (strict: a missing variable fails)."""
+    """A jinja2 environment over the packaged templates (strict: a missing variable fails).
+
+    Sandboxed: the templates render seed text and model replies as variables, and a
+    plugin's folder is not ours; none of it may reach Python internals."""
 
     def __init__(self, extra_dirs: list[Path] | None = None) -> None:
         self._dirs = [*(extra_dirs or []), PROMPTS_DIR]
 
     @cached_property
     def _env(self) -> jinja2.Environment:
-        return jinja2.Environment(
+        return StrictSandbox(
             loader=jinja2.FileSystemLoader([str(d) for d in self._dirs]),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,

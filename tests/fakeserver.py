@@ -37,6 +37,10 @@ fault kind     openai.AsyncOpenAI                          anthropic.AsyncAnthro
                == ""
 "truncated"    no exception; finish_reason == "length",    no exception; stop_reason == "max_tokens",
                text cut to half                            text cut to half
+"huge"         a valid 200 reply padded with ``huge_bytes`` of JSON whitespace (chunked, no
+               Content-Length): for bounding reply size.  collabgen refuses it (ReplyTooLarge)
+"drip"         a 200 reply sent ``drip_bytes`` at a time, one every ``drip_seconds``: each read
+               beats a per-read timeout, so only a whole-request deadline stops it
 "slow"         no exception (just slow) unless the client  same
                timeout is shorter -> openai.APITimeoutError
 "timeout"      openai.APITimeoutError if the client        anthropic.APITimeoutError if the client
@@ -138,7 +142,7 @@ def echo_script(call: ScriptCall) -> str:
 
 DEFAULT_FAULT_KINDS: tuple[str, ...] = ("429", "500", "malformed", "empty", "truncated")
 ALL_FAULT_KINDS: frozenset[str] = frozenset(
-    {"429", "500", "503", "529", "malformed", "empty", "truncated", "slow", "timeout"}
+    {"429", "500", "503", "529", "malformed", "empty", "truncated", "slow", "timeout", "huge", "drip"}
 )
 
 
@@ -147,10 +151,13 @@ class Faults:
     rate: float = 0.0  # probability that an attempt gets a fault
     # also available: "slow", "timeout", "503", "529"
     kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
-    retry_after: float = 0.05  # seconds; Retry-After header on 429 and 503
+    retry_after: float | str = 0.05  # seconds (or raw header text: "inf", "soon"); Retry-After on 429 and 503
     slow_seconds: float = 2.0  # "slow": sleep then answer; "timeout": sleep then drop connection
     max_consecutive: int = 3  # never fault the same body more than this many times in a row
     seed: int = 0
+    huge_bytes: int = 8 << 20  # "huge": whitespace padding streamed after the reply's JSON
+    drip_seconds: float = 2.0  # "drip": pause between pieces of the body
+    drip_bytes: int = 1
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - ALL_FAULT_KINDS
@@ -320,6 +327,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
         self.wfile.flush()
+
+    def send_chunked(self, status: int, payload: bytes, padding: int, headers: dict[str, str] | None = None) -> None:
+        """`payload` then `padding` bytes of spaces (still valid JSON), chunked: the size is
+        not announced, so only counting what arrives can bound it."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        block = b" " * (1 << 16)
+        pieces = itertools.chain([payload], itertools.repeat(block, padding // len(block)), [b" " * (padding % len(block))])
+        for piece in pieces:
+            if piece:
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def send_drip(self, status: int, payload: bytes, size: int, pause: float, stop: threading.Event,
+                  headers: dict[str, str] | None = None) -> None:
+        """Headers at once, then the body `size` bytes every `pause` seconds."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.flush()
+        for start in range(0, len(payload), size):
+            self.wfile.write(payload[start:start + size])
+            self.wfile.flush()
+            if stop.wait(pause):
+                self.drop()
+                return
 
     def drop(self) -> None:
         """Close the connection without sending any response."""
@@ -653,7 +694,8 @@ class FakeLLMServer:
 
         fault, faults = self._decide_fault(rec.key)
         rec.fault = fault
-        retry_after = f"{faults.retry_after:g}" if faults else "0.05"
+        retry_after = (faults.retry_after if isinstance(faults.retry_after, str) else f"{faults.retry_after:g}") \
+            if faults else "0.05"
 
         # pure error faults: no script call
         if fault in ("429", "500", "503", "529"):
@@ -745,6 +787,16 @@ class FakeLLMServer:
             payload = payload[: max(1, len(payload) // 2)]  # truncated JSON document
         headers = dict(self.rate_limit_headers)
         headers.setdefault("x-request-id", doc["id"])
+        if fault == "huge":
+            rec.status, rec.finished = 200, time.monotonic()
+            h.send_chunked(200, payload, padding=faults.huge_bytes if faults else 8 << 20, headers=headers)
+            return
+        if fault == "drip":
+            rec.status = 200
+            h.send_drip(200, payload, faults.drip_bytes if faults else 1, faults.drip_seconds if faults else 2.0,
+                        self._stop, headers)
+            rec.finished = time.monotonic()
+            return
         self._respond(h, rec, 200, payload, headers)
 
     @staticmethod

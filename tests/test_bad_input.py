@@ -202,3 +202,34 @@ def test_seed_rows_of_every_file_type_still_load(server, tmp_path):
         assert result.exit_code == 0, (name, result.output)
         assert re.search(r"\b2 seeds\b", result.output), (name, result.output)
     assert server.calls == []
+
+
+def test_a_lone_surrogate_escape_in_a_seed_names_the_row(server, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"problem": "1+1?", "solution": "\\boxed{2}"}) + "\n"
+                     + '{"problem": "bad \\ud800 text", "solution": "\\\\boxed{1}"}\n')
+    path = write_recipe(tmp_path / "r.yaml", math_recipe(server.base_url, tmp_path / "out",
+                                                          **{"task.source.path": str(seeds)}))
+    refused(run(str(path)), server, f"{seeds}:2:", "lone surrogate escape (\\ud800)")
+
+
+def test_very_deep_json_in_a_seed_names_the_row(server, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    deep = '{"problem": "1+1?", "solution": "2", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    seeds.write_text(json.dumps({"problem": "1+1?", "solution": "\\boxed{2}"}) + "\n" + deep + "\n")
+    path = write_recipe(tmp_path / "r.yaml", math_recipe(server.base_url, tmp_path / "out",
+                                                          **{"task.source.path": str(seeds)}))
+    refused(run(str(path)), server, f"{seeds}:2:", "nested too deeply")
+
+
+def test_a_nul_byte_in_the_recipe_names_file_and_line(server, tmp_path):
+    text = recipe_text(server, tmp_path).replace("min_gap: 0.02", "min_gap: 0.02 # \x00")
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    refused(run(str(path)), server, f"{path}:{line_of(text, 'min_gap')}: not valid YAML", "(character U+0000)")
+
+
+def test_very_deep_yaml_nesting_is_refused_naming_the_file(server, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe_text(server, tmp_path) + "extra: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    refused(run(str(path)), server, f"{path}: not a recipe: nested too deeply")

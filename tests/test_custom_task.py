@@ -275,3 +275,40 @@ def test_the_example_recipe_documents_every_metric_type():
     assert all(f"`{kind}`" in section for kind in METRIC_TYPES)
     shipped = yaml.safe_load((RECIPES / "custom_qa.yaml").read_text())
     assert shipped["task"]["type"] == "custom"
+
+
+# --------------------------------------------------------------------------- the brief is sandboxed
+
+
+def test_a_brief_reaching_python_internals_is_refused_at_the_recipe_check(server, tmp_path):
+    brief = "{{ ''.__class__.__mro__[1].__subclasses__() }} {{ seed.question }}"
+    path = write_recipe(tmp_path / "r.yaml", custom_recipe(server.base_url, tmp_path, brief=brief))
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "the brief reads __class__, __mro__, __subclasses__: a brief may not reach Python internals" \
+        in " ".join(result.output.split())
+    assert server.calls == []
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_brief_that_builds_its_way_to_os_system_runs_nothing(server, tmp_path, command):
+    # Names built at render time escape any static check: Jinja's sandbox stops them.
+    marker = tmp_path / "pwned"
+    brief = ("{{ (cycler|attr('__in' ~ 'it__')|attr('__glob' ~ 'als__'))['os'].system('touch " + str(marker)
+             + "') }} {{ seed.question }}")
+    path = write_recipe(tmp_path / "r.yaml", custom_recipe(server.base_url, tmp_path, brief=brief))
+    result = CliRunner().invoke(app, [command, str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "qa.jsonl:1: the brief tried an operation Jinja's sandbox refuses (access to attribute '__init__'" \
+        in " ".join(result.output.split())
+    assert not marker.exists()
+    assert server.calls == []
+
+
+def test_the_packaged_prompts_render_in_the_sandbox_too(tmp_path):
+    # A plugin's template folder is not ours either.
+    (tmp_path / "evil.j2").write_text("{{ (x|attr('__cla' ~ 'ss__')) }}")
+    with pytest.raises(Exception, match="access to attribute '__class__' of a 'str' object is unsafe"):
+        Prompts(extra_dirs=[tmp_path]).render("evil", x="text")

@@ -424,3 +424,19 @@ def test_push_refuses_an_out_dir_whose_shards_do_not_match_the_manifest(out, hub
     assert result.returncode == 2
     assert "do not match manifest.json" in result.stderr
     assert hub.requests == []
+
+
+def test_push_refuses_a_shard_whose_rows_quote_a_key(out, hub, tmp_path):
+    import polars as pl
+
+    # A model that quotes the key in a reply puts it in a row (a compressed page would hide
+    # it from a byte search: the check reads the rows).
+    shard = sorted((out / "sft").glob("*.parquet"))[0]
+    frame = pl.read_parquet(shard)
+    frame = frame.with_columns(pl.lit(f"the key is {MODEL_KEY}").alias("task"))
+    frame.write_parquet(shard, compression="zstd")
+    result = push(hub, str(out), "--repo", "collab-org/math-collab", home=tmp_path / "hf")
+    assert result.returncode != 0
+    relative = shard.relative_to(out).as_posix()
+    assert f"refusing to push: {relative} contains a token or API key value" in " ".join(result.stderr.split())
+    assert hub.commits == []

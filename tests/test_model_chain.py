@@ -55,12 +55,13 @@ async def until(condition, turns: int = 200) -> None:
     raise AssertionError("condition never held")
 
 
-def retrying(inner, *, sleeps: list[float] | None = None, holds: list[float] | None = None, max_retries: int = 3):
+def retrying(inner, *, sleeps: list[float] | None = None, holds: list[float] | None = None, max_retries: int = 3,
+             max_wait: float = 0.002):
     async def sleep(seconds: float) -> None:
         if sleeps is not None:
             sleeps.append(seconds)
 
-    return RetryingBackend(inner, label="policy (m)", max_retries=max_retries, wait=0.001, max_wait=0.002,
+    return RetryingBackend(inner, label="policy (m)", max_retries=max_retries, wait=0.001, max_wait=max_wait,
                            hold=None if holds is None else holds.append, sleep=sleep)
 
 
@@ -168,9 +169,9 @@ async def test_retry_honours_retry_after_and_tells_the_limiter():
     backend = ScriptedBackend().on("s", TransientError("429", retry_after=0.5), "ok")
     sleeps: list[float] = []
     holds: list[float] = []
-    result = await retrying(backend, sleeps=sleeps, holds=holds).complete(request())
+    result = await retrying(backend, sleeps=sleeps, holds=holds, max_wait=1.0).complete(request())
     assert result.texts == ["ok"] and result.report.retries == 1
-    assert sleeps == [0.5]  # the server's 0.5 s, above the 1-2 ms backoff
+    assert sleeps == [0.5]  # the server's 0.5 s, above the 1-2 ms backoff (and under retry_max_wait)
     assert holds == [0.5]
     assert len(backend.log) == 2
 
@@ -252,9 +253,9 @@ async def test_every_attempt_is_admitted_and_retry_after_pauses_the_limiter():
     pause = limiter.pause
     limiter.pause = lambda seconds: (pauses.append(seconds), pause(seconds))  # type: ignore[method-assign]
     backend = ScriptedBackend().on("s", TransientError("429", retry_after=0.01), "ok")
-    role = build_role("policy", config(), backend, None, UsageBook(), limiter)
+    role = build_role("policy", config(retry_max_wait=0.05), backend, None, UsageBook(), limiter)
     assert (await role.complete(HI, seed=1, stage="s")).texts == ["ok"]
-    assert pauses == [0.01]
+    assert pauses == [0.01]  # the server's word, under retry_max_wait
     assert len(backend.log) == 2 and backend.max_in_flight == 1
 
 

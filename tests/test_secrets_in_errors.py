@@ -7,6 +7,7 @@ reason, which is printed in the run's summary, journaled, and written to the man
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import urllib.error
@@ -84,3 +85,23 @@ def test_the_error_printer_scrubs_what_it_prints(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     result = CliRunner().invoke(app, ["inspect", str(tmp_path / f"no-such-{KEY}")])
     assert result.exit_code == 2 and KEY not in result.output and MASK in result.output
+
+
+URL_PASSWORD = "url-pass-LEAKED-42"
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_a_password_in_base_url_reaches_no_file_and_no_output(tmp_path, reachable):
+    with FakeLLMServer(echo_auth_401=not reachable) as server:
+        install_math(server)
+        url = server.base_url.replace("http://", f"http://user:{URL_PASSWORD}@")
+        recipe = math_recipe(url, tmp_path / "out", **{"task.limit": 2})
+        result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "r.yaml", recipe))])
+    assert result.exit_code == (0 if reachable else 1), result.output
+    basic = base64.b64encode(f"user:{URL_PASSWORD}".encode()).decode()  # what a 401 may echo
+    assert URL_PASSWORD not in result.output and basic not in result.output
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(p.name == "manifest.json" for p in written)
+    for path in written:
+        assert URL_PASSWORD.encode() not in path.read_bytes() and basic.encode() not in path.read_bytes(), path
+    assert "user:***@127.0.0.1" in (tmp_path / "out" / "manifest.json").read_text()

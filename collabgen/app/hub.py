@@ -117,14 +117,23 @@ def _allowed(path: str) -> bool:
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in ALLOW_PATTERNS)
 
 
-def _check_no_secret(out_dir: Path, manifest: Manifest, token: str) -> None:
-    """Refuse to push a card or manifest holding the token or a model key's value (the same
-    values every writer scrubs, so a file written by collabgen itself always passes)."""
-    secrets = {token, *secret_values(manifest.recipe)}
-    for name in (OutDir.CARD, OutDir.MANIFEST):
-        text = (out_dir / name).read_text(encoding="utf-8", errors="replace")
-        if any(secret in text for secret in secrets):
+def _check_no_secret(out_dir: Path, manifest: Manifest, token: str, files: list[str]) -> None:
+    """Refuse to push any file holding the token or a model key's value (the same values
+    every writer scrubs): the card and manifest, and every shard, read as its rows (a
+    compressed column would hide a key from a byte search), since a model can quote a key
+    in a reply that becomes a row."""
+    secrets = [s for s in {token, *secret_values(manifest.recipe)} if s]
+    for name in files:
+        if any(secret in _pushed_text(out_dir / name) for secret in secrets):
             raise PushError(f"refusing to push: {name} contains a token or API key value; remove it and try again")
+
+
+def _pushed_text(path: Path) -> str:
+    if path.suffix == ".parquet":
+        import polars as pl
+
+        return pl.read_parquet(path).write_ndjson()
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def push(
@@ -147,7 +156,7 @@ def push(
     except HFValidationError as err:
         raise PushError(f"--repo {repo_id!r}: not a valid Hub repo id, expected ORG/NAME ({err})") from None
     token = resolve_token(token_env)
-    _check_no_secret(out_dir, manifest, token)
+    _check_no_secret(out_dir, manifest, token, files)
     counts = manifest.counts
     fingerprint = "?" if manifest.recipe_fingerprint is None else manifest.recipe_fingerprint
     message = commit_message or (

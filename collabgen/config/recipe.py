@@ -162,6 +162,10 @@ class ModelConfig(_Strict):
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
     timeout: float = Field(default=120.0, gt=0)
+    """Seconds one HTTP attempt may take, whole: headers and body (a server dripping bytes
+    does not reset it)."""
+    max_reply_bytes: int = Field(default=16 << 20, ge=1024)
+    """The largest reply body read (decoded); a bigger one fails the call, unread."""
     max_retries: int = Field(default=6, ge=0)
     retry_wait: float = Field(default=0.5, ge=0, description="first backoff in seconds; doubles, with jitter")
     retry_max_wait: float = Field(default=30.0, ge=0)
@@ -397,6 +401,7 @@ class Recipe(_Strict):
             for key in (
                 "base_url", "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute",
                 "timeout", "max_retries", "retry_wait", "retry_max_wait", "prices", "engine_args", "context_length",
+                "max_reply_bytes",
             ):
                 role.pop(key, None)
         if semantic["task"]["source"].get("select") is None:

@@ -15,9 +15,11 @@ log record of every logger before any handler formats it.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -39,12 +41,45 @@ def key_env_names(recipe: Recipe | Mapping[str, Any] | None) -> set[str]:
     return {r["api_key_env"] for r in roles.values() if isinstance(r, Mapping) and r.get("api_key_env")}
 
 
+def url_credentials(url: str | None) -> list[str]:
+    """The secret part of a URL's userinfo: the password of `http://user:pass@host`, or the
+    user of `http://token@host` (a user beside a password is a name, not a secret), as
+    written, percent-decoded, and as the Basic credential the client sends (a server may
+    echo it in an error)."""
+    if not url:
+        return []
+    try:
+        parts = urllib.parse.urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return []
+    secret = password if password is not None else user
+    if not secret:
+        return []
+    raw = parts.netloc.rpartition("@")[0]
+    written = raw.partition(":")[2] if password is not None else raw
+    basic = base64.b64encode(f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}".encode())
+    values = [written, urllib.parse.unquote(secret), basic.decode()]
+    return [v for v in dict.fromkeys(values) if len(v) >= MIN_SECRET_LENGTH]
+
+
+def base_urls(recipe: Recipe | Mapping[str, Any] | None) -> list[str]:
+    if recipe is None:
+        return []
+    if isinstance(recipe, Recipe):
+        return [c.base_url for c in recipe.models.roles().values() if c.base_url]
+    roles = recipe.get("models") or {}
+    return [r["base_url"] for r in roles.values() if isinstance(r, Mapping) and isinstance(r.get("base_url"), str)]
+
+
 def secret_values(recipe: Recipe | Mapping[str, Any] | None = None) -> list[str]:
     """Values of the recipe's key variables and of the usual provider and Hub tokens, in the
-    order of their variable names, so two writers scrub the same text the same way."""
+    order of their variable names, then the credentials inside the roles' `base_url`s, so
+    two writers scrub the same text the same way."""
     names = key_env_names(recipe) | set(ALWAYS_SECRET)
-    values = (os.environ.get(name) for name in sorted(names))
-    return [value for value in values if value and len(value) >= MIN_SECRET_LENGTH]
+    values = [os.environ.get(name) for name in sorted(names)]
+    values += [secret for url in base_urls(recipe) for secret in url_credentials(url)]
+    return [value for value in dict.fromkeys(values) if value and len(value) >= MIN_SECRET_LENGTH]
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -28,7 +28,11 @@ MERGE_KEY = "<<"
 def load_yaml_with_lines(path: Path) -> tuple[Any, dict[Location, int]]:
     """Parse `path` and return its data plus a map from key path to 1-based line."""
     text = _read(path)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters (a NUL) already here
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        raise RecipeError(f"{path}:{line}: not valid YAML: {err.reason} (character U+{_code(err.character):04X})") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -41,8 +45,14 @@ def load_yaml_with_lines(path: Path) -> tuple[Any, dict[Location, int]]:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise RecipeError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: not a recipe: nested too deeply") from None
     finally:
         loader.dispose()
+
+
+def _code(character: int | str) -> int:
+    return character if isinstance(character, int) else ord(character)
 
 
 def _read(path: Path) -> str:

@@ -134,7 +134,10 @@ def _jsonl_rows(path: Path, limit: int) -> Iterator[tuple[str, dict[str, Any]]]:
         except json.JSONDecodeError as err:
             yield f"{path}:{line_number}", BadRow(f"not valid JSON ({err.msg})")
             continue
-        yield f"{path}:{line_number}", row if isinstance(row, dict) else BadRow("expected a JSON object")
+        except RecursionError:
+            yield f"{path}:{line_number}", BadRow("not a seed row: JSON nested too deeply")
+            continue
+        yield f"{path}:{line_number}", _json_row(row)
 
 
 def _csv_rows(path: Path, limit: int) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -162,10 +165,26 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | BadRow]]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SeedError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise SeedError(f"{path}: not seed rows: JSON nested too deeply") from None
     if not isinstance(data, list):
         raise SeedError(f"{path}: expected a JSON list of objects (or use .jsonl)")
     for i, row in enumerate(data, start=1):
-        yield f"{path}: item {i}", row if isinstance(row, dict) else BadRow("expected a JSON object")
+        yield f"{path}: item {i}", _json_row(row)
+
+
+def _json_row(row: Any) -> dict[str, Any] | BadRow:
+    """A parsed row, or why not: not an object, or text JSON allows but Unicode does not
+    (a lone surrogate escape such as `\\ud800`, which no file or request could carry)."""
+    if not isinstance(row, dict):
+        return BadRow("expected a JSON object")
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        return BadRow(f"not valid Unicode text: a lone surrogate escape (\\u{ord(err.object[err.start]):04x})")
+    except RecursionError:
+        return BadRow("not a seed row: JSON nested too deeply")
+    return row
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

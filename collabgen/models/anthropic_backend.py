@@ -26,6 +26,7 @@ from collabgen.models.base import (
     Message,
     PermanentError,
 )
+from collabgen.models.bounded_http import BoundedSend
 from collabgen.models.rate_headers import rate_hint_from_headers
 from collabgen.models.sdk_errors import translated_errors
 from collabgen.models.token_usage import estimated_tokens, needs_estimate, reported_count
@@ -51,13 +52,18 @@ def reply_text(content: list[Any]) -> str:
     return "".join(block.text for block in content if getattr(block, "type", "") == "text")
 
 
+class _BoundedClient(BoundedSend, anthropic.DefaultAsyncHttpxClient):
+    """The SDK's default client, reading each reply within the role's size and time bounds."""
+
+
 class AnthropicBackend:
     supports_n = False
 
     def __init__(self, config: ModelConfig, api_key: str | None) -> None:
         self.config = config
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key or "EMPTY", base_url=config.base_url, max_retries=0, timeout=config.timeout
+            api_key=api_key or "EMPTY", base_url=config.base_url, max_retries=0, timeout=config.timeout,
+            http_client=_BoundedClient(max_reply_bytes=config.max_reply_bytes, deadline=config.timeout),
         )
 
     async def complete(self, request: ChatRequest) -> ChatResult:

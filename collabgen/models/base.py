@@ -9,6 +9,8 @@ into `TransientError` (worth retrying) or `PermanentError` (not).
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from collabgen.config.secrets import scrub_known
 from collabgen.models.rate_headers import RateHint
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 Message = dict[str, str]
 
@@ -63,6 +67,13 @@ class ChatResult:
     rate_hint: RateHint | None = field(default=None, compare=False)
     report: CallReport = field(default_factory=CallReport, compare=False)
     tokens_estimated: bool = False  # the server gave no usable completion count: estimated (`token_usage`)
+
+    def with_valid_text(self) -> ChatResult:
+        """The result with every lone surrogate (`\\ud800` in a server's JSON: valid JSON,
+        not Unicode, so no file, shard or request can carry it) replaced by U+FFFD."""
+        if not any(_LONE_SURROGATE.search(text) for text in self.texts):
+            return self
+        return dataclasses.replace(self, texts=[_LONE_SURROGATE.sub("\ufffd", text) for text in self.texts])
 
     def cacheable(self) -> dict[str, object]:
         """What the request cache stores: the reply, not the transient rate hint."""

@@ -35,6 +35,7 @@ from collabgen.models.base import (
     TransientError,
     split_usage,
 )
+from collabgen.models.bounded_http import BoundedSend
 from collabgen.models.rate_headers import rate_hint_from_headers
 from collabgen.models.sdk_errors import translated_errors
 from collabgen.models.token_usage import estimated_tokens, needs_estimate, reported_count
@@ -71,6 +72,10 @@ def completion_tokens(choices: list[Any], total: int, texts: list[str]) -> list[
     return split_usage(total, texts)
 
 
+class _BoundedClient(BoundedSend, openai.DefaultAsyncHttpxClient):
+    """The SDK's default client, reading each reply within the role's size and time bounds."""
+
+
 class OpenAIBackend:
     """Async client for any server speaking `POST /v1/chat/completions`."""
 
@@ -89,6 +94,7 @@ class OpenAIBackend:
             api_key=api_key or "EMPTY",
             max_retries=0,  # the chain's retry layer retries, with one policy for every backend
             timeout=config.timeout,
+            http_client=_BoundedClient(max_reply_bytes=config.max_reply_bytes, deadline=config.timeout),
         )
 
     def body(self, request: ChatRequest) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from collabgen.config.errors import RecipeError
 from collabgen.config.recipe import ModelConfig, Recipe, recipe_lines, where
-from collabgen.config.secrets import remember
+from collabgen.config.secrets import remember, url_credentials
 from collabgen.models.base import ChatBackend
 from collabgen.models.cache import RequestCache, RequestKey
 from collabgen.models.cached import CachedBackend
@@ -25,6 +25,7 @@ from collabgen.models.usage import UsageSink
 
 def resolve_api_key(role: str, config: ModelConfig) -> str | None:
     """The key from the variable the recipe names; an unset variable is an error by name."""
+    remember(*url_credentials(config.base_url))  # `http://user:pass@host`: pass is a key too
     if config.backend == "vllm":
         return None
     if config.api_key_env is None:

@@ -9,6 +9,9 @@ Finish reasons: a reply cut at its token budget (`length`) is asked again with t
 budget, up to `max_tokens_cap` (a `TruncatedReply` carries the bigger request to the
 retry layer). A reply still cut at the cap is returned as it is, its finish reason
 intact: the engine flags it `truncated` and never chooses it.
+
+Text: a lone surrogate escape in a reply (`\\ud800`, valid JSON, not Unicode) becomes
+U+FFFD here, below the request cache, so neither the run nor a rerun trips on it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class ReplyPolicy(BackendLayer):
         self.max_tokens_cap = max_tokens_cap
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        result = await self.inner.complete(request)
+        result = (await self.inner.complete(request)).with_valid_text()  # what is cached is usable
         for check in self.checks:
             problem = check(result)
             if problem is not None:

@@ -11,6 +11,7 @@ report, since the layer cannot know which usage books the call belongs to.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable
 
 from tenacity import (
@@ -34,6 +35,8 @@ from collabgen.models.base import (
     TruncatedReply,
 )
 
+log = logging.getLogger("collabgen")
+
 
 class RetryingBackend(BackendLayer):
     """`label` names the role and model in failure reasons; `hold` is told a server's
@@ -48,6 +51,8 @@ class RetryingBackend(BackendLayer):
         self.label = label
         self.max_retries = max_retries
         self.hold = hold
+        self.max_wait = max_wait
+        self._capped_warned = False
         self._sleep = {} if sleep is None else {"sleep": sleep}  # None: tenacity's own
         self._backoff = wait_exponential_jitter(multiplier=wait, max=max_wait, jitter=wait)
 
@@ -97,6 +102,18 @@ class RetryingBackend(BackendLayer):
         retry_after = getattr(error, "retry_after", None)
         if retry_after is None:
             return backoff
+        retry_after = self._capped(retry_after)
         if self.hold is not None:
             self.hold(retry_after)  # the server's word holds for every request of this role
         return max(backoff, retry_after)
+
+    def _capped(self, retry_after: float) -> float:
+        """A server's Retry-After, at most `retry_max_wait` (a hostile or broken `1e9` or
+        `inf` would stall the run silently); said once per role."""
+        if retry_after <= self.max_wait:
+            return retry_after
+        if not self._capped_warned:
+            self._capped_warned = True
+            log.warning("%s: the server asked to wait %s s (Retry-After); waiting retry_max_wait = %g s instead",
+                        self.label, f"{retry_after:g}", self.max_wait)
+        return self.max_wait

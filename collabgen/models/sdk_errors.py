@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from collabgen.models.base import ContextTooLong, PermanentError, TransientError
+from collabgen.models.base import ContextTooLong, ModelError, PermanentError, TransientError
 from collabgen.models.retry_after import retry_after_seconds
 
 RETRYABLE_STATUS = (408, 409, 425, 429)
@@ -39,6 +39,8 @@ def translated_errors(sdk: ModuleType, service: str) -> Iterator[None]:
             raise ContextTooLong(message) from None
         raise PermanentError(message) from None
     except (sdk.APITimeoutError, sdk.APIConnectionError) as err:
+        if isinstance(err.__cause__, ModelError):  # our own bound, raised under the SDK (bounded_http)
+            raise err.__cause__ from None
         raise TransientError(f"{type(err).__name__}: {err}") from None
     except (sdk.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
         raise TransientError(f"malformed response: {type(err).__name__}") from None

@@ -23,11 +23,12 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import jinja2
 from jinja2 import meta, nodes
+from jinja2.exceptions import SecurityError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from collabgen.config.errors import SeedError
 from collabgen.models.base import Message
-from collabgen.prompting import TERMINATION_MARKER, Prompts
+from collabgen.prompting import TERMINATION_MARKER, Prompts, StrictSandbox
 from collabgen.sandbox import Sandbox
 from collabgen.tasks.base import ScoringTools, SeedModel, Task, TaskOptions, transcript
 from collabgen.tasks.custom_metrics import (
@@ -172,11 +173,13 @@ def check_references(metric: MetricBase, fields: dict[str, FieldSpec], user_fiel
             raise ValueError(f"{label} is in user_fields: the simulated user must never see a reference")
 
 
-_ENV = jinja2.Environment(
+_ENV = StrictSandbox(
     undefined=jinja2.StrictUndefined, keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
     autoescape=False,
 )
-"""The brief's Jinja settings, as `collabgen.prompting.Prompts`: a missing variable fails."""
+"""The brief's Jinja settings, as `collabgen.prompting.Prompts`: a missing variable fails.
+Sandboxed: a recipe is shared and pulled from hubs, so its brief is untrusted text and
+may not reach Python internals (`__class__`, `__globals__`, ...) to run code."""
 
 
 def brief_source(inline: str | None, path: Path | None) -> str:
@@ -199,11 +202,26 @@ def check_brief(source: str, user_fields: list[str]) -> jinja2.Template:
     unknown = meta.find_undeclared_variables(tree) - {"seed", "termination_marker"}
     if unknown:
         raise ValueError(f"the brief uses {', '.join(sorted(unknown))}; it is rendered with `seed` only")
+    private = sorted(private_names(tree))
+    if private:
+        raise ValueError(f"the brief reads {', '.join(private)}: a brief may not reach Python internals "
+                         "(names starting with '_'); it is rendered in Jinja's sandbox")
     hidden = sorted(seed_attributes(tree) - set(user_fields))
     if hidden:
         raise ValueError(f"the brief reads seed.{', seed.'.join(hidden)}, not in user_fields "
                          f"({', '.join(user_fields)}); the simulated user sees only those")
     return _ENV.from_string(source)
+
+
+def private_names(tree: nodes.Template) -> set[str]:
+    """Attributes or constant keys starting with `_` (`x.__class__`, `x['__globals__']`):
+    refused when the recipe is checked, so a clear message names them; the sandbox also
+    refuses any built at render time (`x|attr('__cl' ~ 'ass__')`)."""
+    found = {node.attr for node in tree.find_all(nodes.Getattr) if node.attr.startswith("_")}
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str) and item.arg.value.startswith("_"):
+            found.add(item.arg.value)
+    return found
 
 
 def seed_attributes(tree: nodes.Template) -> set[str]:
@@ -284,6 +302,9 @@ class CustomTask(Task[SeedModel, CustomOptions]):
         seed = super().seed_from_row(row, fields, where)
         try:
             self.user_brief(seed, Prompts())
+        except SecurityError as err:
+            raise SeedError(f"{where}: the brief tried an operation Jinja's sandbox refuses ({err}); "
+                            "a brief may only format the seed's user fields") from None
         except jinja2.TemplateError as err:
             raise SeedError(f"{where}: the brief does not render for this row: {err}") from None
         for metric in self.options.metrics:
