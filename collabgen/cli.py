@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -26,10 +26,13 @@ from rich.table import Table
 
 from collabgen.config.errors import CollabgenError
 from collabgen.config.secrets import install_log_scrubber, scrub_known
+from collabgen.engine.selection import PairsPerTurn
+
+ExportFormat = Literal["collabgen", "collabllm"]
 
 app = typer.Typer(
-    no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Generate multi-turn collaboration training data (CollabLLM multiturn-aware rewards).",
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: fits 80 columns, flags without a `<bool>` type
@@ -60,12 +63,16 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("-V", "--version", callback=_version, is_eager=True,
                                           help="print the version and exit")] = False,
 ) -> None:
     """Generate multi-turn collaboration training data (CollabLLM multiturn-aware rewards)."""
+    if ctx.invoked_subcommand is None:  # bare `collabgen`: the help, and success (no_args_is_help exits 2)
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
     install_log_scrubber()  # every log record of every library, scrubbed of keys
     logger = logging.getLogger("collabgen")
     if not any(isinstance(handler, _StderrLog) for handler in logger.handlers):
@@ -107,12 +114,13 @@ def _finish(outcome: Any, console: Console) -> None:
     raise typer.Exit(outcome.exit_code)
 
 
-RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default=False)]
+RecipeArg = Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file", show_default=False)]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="PATH=VALUE", help="override a recipe field, e.g. generation.min_gap=0.05 (repeatable)",
     show_default=False)]
-LimitOpt = Annotated[int | None, typer.Option(help="use at most N seeds (task.limit)", show_default=False)]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="output directory (output.dir)", show_default=False)]
+LimitOpt = Annotated[int | None, typer.Option(metavar="N", help="use at most N seeds (task.limit)", show_default=False)]
+OutOpt = Annotated[Path | None, typer.Option("--out", metavar="DIR", help="output directory (output.dir)",
+                                             show_default=False)]
 
 
 def _load(recipe: Path, sets: list[str] | None, limit: int | None = None, out: Path | None = None) -> Any:
@@ -128,7 +136,7 @@ def _load(recipe: Path, sets: list[str] | None, limit: int | None = None, out: P
     return load_recipe(recipe, overrides)
 
 
-OutDirArg = Annotated[Path, typer.Argument(help="a collabgen out dir", show_default=False)]
+OutDirArg = Annotated[Path, typer.Argument(metavar="OUT_DIR", help="a collabgen out dir", show_default=False)]
 
 
 @app.command()
@@ -137,11 +145,11 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="discard an out dir made by a different recipe or cut into another partition (--shard)")] = False,
     progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
     shard: Annotated[
-        str | None, typer.Option(help="run slice i of n (i/n) of the seeds, for array jobs; join with merge")
+        str | None, typer.Option(metavar="I/N", help="run slice i of n of the seeds, for array jobs; join with merge")
     ] = None,
     ray: Annotated[bool, typer.Option("--ray", help="run slices as Ray tasks and merge them")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start or find one)")] = None,
-    slices: Annotated[int | None, typer.Option(help="number of Ray slices (default: cluster CPUs)")] = None,
+    address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster address (default: start or find one)")] = None,
+    slices: Annotated[int | None, typer.Option(metavar="K", help="number of Ray slices (default: cluster CPUs)")] = None,
     sets: SetOpt = None,
     limit: LimitOpt = None,
     out: OutOpt = None,
@@ -255,11 +263,11 @@ def evaluate_policies(
     recipe: RecipeArg,
     policy: Annotated[
         list[str],
-        typer.Option(help="MODEL or name=N,model=M,base_url=U,...,system_prompt=TEXT|@proactive or "
+        typer.Option(metavar="SPEC", help="MODEL or name=N,model=M,base_url=U,...,system_prompt=TEXT|@proactive or "
                           "system_prompt_file=PATH (repeat to compare; the first is the baseline)"),
     ],
     sets: SetOpt = None,
-    metrics: Annotated[str | None, typer.Option(help="report only these metrics, comma-separated, e.g. "
+    metrics: Annotated[str | None, typer.Option(metavar="M,M", help="report only these metrics, comma-separated, e.g. "
                                                      "bleu_nltk,tokens_k_cl100k (default: all)",
                                                 show_default=False)] = None,
 ) -> None:
@@ -299,9 +307,9 @@ def _eval_table(report: dict[str, Any], task: str) -> Table:
 @app.command()
 def score(
     recipe: RecipeArg,
-    file: Annotated[Path, typer.Argument(help="JSONL: {\"seed\": {...}, \"messages\": [...]} per line",
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="JSONL: {\"seed\": {...}, \"messages\": [...]} per line",
                                          show_default=False)],
-    out: Annotated[Path | None, typer.Option(help="where to write one JSON line per input line "
+    out: Annotated[Path | None, typer.Option(metavar="F", help="where to write one JSON line per input line "
                                                   "(default: FILE's stem + .scores.jsonl)", show_default=False)] = None,
     sets: SetOpt = None,
 ) -> None:
@@ -318,7 +326,8 @@ def score(
 
 
 @app.command()
-def merge(out_dir: Annotated[Path, typer.Argument(help="out dir the slices wrote into")]) -> None:
+def merge(out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="out dir the slices wrote into",
+                                                 show_default=False)]) -> None:
     """Join the outputs of `run --shard i/n` slices: one manifest and card over all shards."""
     from collabgen.output.merge import merge_outputs
 
@@ -334,13 +343,14 @@ def merge(out_dir: Annotated[Path, typer.Argument(help="out dir the slices wrote
 
 @app.command()
 def push(
-    out_dir: Annotated[Path, typer.Argument(help="a collabgen out dir (holds manifest.json)", show_default=False)],
-    repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo, ORG/NAME (created if missing)",
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="a collabgen out dir (holds manifest.json)",
+                                            show_default=False)],
+    repo: Annotated[str, typer.Option("--repo", metavar="ORG/NAME", help="Hub dataset repo, ORG/NAME (created if missing)",
                                       show_default=False)],
     private: Annotated[bool, typer.Option("--private", help="create the repo private (ignored if it exists)")] = False,
-    revision: Annotated[str | None, typer.Option(help="branch to commit to, created if missing (default: main)",
+    revision: Annotated[str | None, typer.Option(metavar="BRANCH", help="branch to commit to, created if missing (default: main)",
                                                     show_default=False)] = None,
-    token_env: Annotated[str, typer.Option(help="environment variable holding the Hub token")] = "HF_TOKEN",
+    token_env: Annotated[str, typer.Option(metavar="VAR", help="environment variable holding the Hub token")] = "HF_TOKEN",
     large: Annotated[bool, typer.Option("--large", help="resumable multi-commit upload for very large folders "
                                         "(not atomic; re-run to resume)")] = False,
 ) -> None:
@@ -360,9 +370,9 @@ def push(
 @app.command()
 def inspect(
     out_dir: OutDirArg,
-    conv: Annotated[str | None, typer.Option("--conv", help="show one conversation turn by turn",
+    conv: Annotated[str | None, typer.Option("--conv", metavar="ID", help="show one conversation turn by turn",
                                                 show_default=False)] = None,
-    bins: Annotated[int, typer.Option(min=2, max=50, help="histogram bins")] = 10,
+    bins: Annotated[int, typer.Option(min=2, max=50, metavar="N", help="histogram bins (2-50)")] = 10,
 ) -> None:
     """Counts, MR histograms, metric means, failures and token usage of an out dir; or one conversation."""
     from collabgen.app.inspection import conversation, summary
@@ -378,20 +388,20 @@ def inspect(
 @app.command()
 def export(
     out_dir: OutDirArg,
-    to: Annotated[Path | None, typer.Option(help="write here instead of rewriting OUT_DIR's pairs in place",
+    to: Annotated[Path | None, typer.Option(metavar="DIR", help="write here instead of rewriting OUT_DIR's pairs in place",
                                                show_default=False)] = None,
-    min_gap: Annotated[float | None, typer.Option(help="keep a pair when chosen MR - rejected MR >= this "
+    min_gap: Annotated[float | None, typer.Option(metavar="G", help="keep a pair when chosen MR - rejected MR >= this "
                                                      "(default: the recipe's generation.min_gap)",
                                                      show_default=False)] = None,
-    top_k: Annotated[int | None, typer.Option(help="chosen side: each of the K best candidates of a turn "
+    top_k: Annotated[int | None, typer.Option(metavar="K", help="chosen side: each of the K best candidates of a turn "
                                                  "(default: 1 for best-worst, all for all)", show_default=False)] = None,
-    pairs_per_turn: Annotated[str, typer.Option(help="best-worst: chosen vs the worst; all: chosen vs every "
+    pairs_per_turn: Annotated[PairsPerTurn, typer.Option(help="best-worst: chosen vs the worst; all: chosen vs every "
                                                 "candidate ranked below it")] = "best-worst",
     min_confidence: Annotated[float | None, typer.Option(
-        help="keep a pair only when its confidence (P(chosen's true MR is higher), the pairs' `confidence` "
+        metavar="P", help="keep a pair only when its confidence (P(chosen's true MR is higher), the pairs' `confidence` "
              "column) is at least this", min=0.0, max=1.0, show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="allow --to a folder that is not empty")] = False,
-    layout: Annotated[str, typer.Option("--format", help="collabgen: re-select pairs; collabllm: write the CollabLLM "
+    layout: Annotated[ExportFormat, typer.Option("--format", help="collabgen: re-select pairs; collabllm: write the CollabLLM "
                                              "reference's multi-turn dataset (a save_to_disk folder) to --to")
                       ] = "collabgen",
 ) -> None:
@@ -411,7 +421,7 @@ def export(
         return
     with _exit_on_error():
         report = export_pairs(out_dir, to=to, min_gap=min_gap, top_k=top_k, pairs_per_turn=pairs_per_turn,
-                              min_confidence=min_confidence, overwrite=overwrite)  # type: ignore[arg-type]
+                              min_confidence=min_confidence, overwrite=overwrite)
     console = _console()
     before = "?" if report.pairs_before is None else report.pairs_before
     console.print(f"{report.out_dir}: {report.pairs} pairs from {report.turns} turns (was {before}); "
@@ -423,7 +433,7 @@ def export(
 
 @app.command()
 def repair(
-    target: Annotated[Path, typer.Argument(help="an out dir (repairs every run journal in it) or one journal file",
+    target: Annotated[Path, typer.Argument(metavar="TARGET", help="an out dir (repairs every run journal in it) or one journal file",
                                            show_default=False)],
 ) -> None:
     """Repair a damaged journal: drop the bad record and what follows it for its conversation; keeps a backup."""

@@ -46,6 +46,8 @@ def test_own_seeds_get_the_recipes_license_description_and_citation_and_no_bench
     assert front_matter(card)["license"] == "cc-by-4.0"
     assert "Tutoring chats from my own problems." in card and "@misc{me2026mydata" in card
     assert "hendrycks2021math" not in card and "contaminates" not in card and "math.jsonl" in card
+    assert "MATH-Chat" not in card and "competition" not in card  # own seeds are not the benchmark's problems
+    assert "The seeds come from a local seed file, `math.jsonl`." in card
 
 
 def test_a_default_config_loads_without_a_name_and_features_are_the_shards_own(made):
@@ -71,6 +73,7 @@ def test_the_benchmark_is_described_only_when_the_seeds_are_it(made, tmp_path):
     card = (out / "README.md").read_text()
     assert front_matter(card)["license"] == "mit"
     assert "hendrycks2021math" in card and "contaminates evaluation on MATH" in card
+    assert MathTask.description in card
 
 
 def test_every_config_loads_with_the_cards_dataset_info_and_no_warning(made, tmp_path):

@@ -269,3 +269,20 @@ def test_export_refuses_a_non_empty_destination_and_bad_options(out, tmp_path):
     assert run_cli("export", str(out), "--top-k", "0").exit_code == 2
     assert run_cli("export", str(out), "--min-gap", "-1").exit_code == 2
     assert run_cli("export", str(tmp_path / "nothing")).exit_code == 2
+
+
+def test_inspect_says_unknown_for_a_role_without_prices_as_the_run_summary_does(tmp_path):
+    with FakeLLMServer() as server:
+        install_math(server)
+        recipe = math_recipe(server.base_url, tmp_path / "out", **{"task.limit": 1, "generation.max_turns": 1})
+        recipe["models"]["policy"]["prices"] = {"input": 1.0, "output": 2.0}
+        result = run_cli("run", str(write_recipe(tmp_path / "r.yaml", recipe)))
+        assert result.exit_code == 0, result.output
+    assert "user unknown (no prices)" in result.output and "judge unknown (no prices)" in result.output
+    shown = run_cli("inspect", str(tmp_path / "out"))
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip()
+            for line in shown.output.splitlines() if line.count("│") > 3}
+    assert rows["user"] == rows["judge"] == "unknown", rows
+    assert rows["policy"] != "unknown" and float(rows["policy"]) > 0
+    assert rows["total"] == f"{rows['policy']} + unknown"

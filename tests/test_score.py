@@ -64,3 +64,22 @@ def test_all_lines_scored_exits_zero_and_a_bad_recipe_exits_two(server, tmp_path
     broken = tmp_path / "broken.yaml"
     broken.write_text("task: {type: math}\n")
     assert CliRunner().invoke(app, ["score", str(broken), str(source)]).exit_code == 2
+
+
+def test_seeds_are_read_through_the_recipes_field_mapping_and_errors_name_the_line_once(server, tmp_path):
+    data = math_recipe(server.base_url, tmp_path / "out", **{"task.source.fields": {"problem": "question"}})
+    recipe = write_recipe(tmp_path / "math.yaml", data)
+    chat = [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "$\\boxed{5}$"}]
+    source = tmp_path / "mine.jsonl"
+    source.write_text(lines(
+        {"seed": {"question": "What is 2 + 3?", "answer": "5"}, "messages": chat},  # a row of the seed file
+        {"seed": {"problem": "What is 2 + 3?", "answer": "5"}, "messages": chat},  # the seed field's own name
+        {"seed": {"title": "What is 2 + 3?", "answer": "5"}, "messages": chat},
+    ))
+    result = CliRunner().invoke(app, ["score", str(recipe), str(source), "--out", str(tmp_path / "scores.jsonl")])
+    assert result.exit_code == 1, result.output
+    mapped, own_name, unmapped = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert mapped["error"] is None and mapped["metrics"]["accuracy"] == 1.0
+    assert own_name["error"] is None and own_name["metrics"]["accuracy"] == 1.0
+    assert unmapped["error"].startswith("line 3: malformed seed row:"), unmapped["error"]
+    assert "line 3: line 3" not in unmapped["error"] and "column 'question'" in unmapped["error"]

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from collabgen.engine.slices import Slice
 from collabgen.models.base import ChatBackend, ContextExhausted
 from collabgen.models.executor import CallFailed
 from collabgen.models.gate import CallGate, CallsStopped
-from collabgen.models.usage import UsageBook
+from collabgen.models.usage import UsageBook, UsageTee
 from collabgen.output.card import write_card
 from collabgen.output.finalize import write_shards
 from collabgen.output.lock import OutDirLock
@@ -168,7 +169,7 @@ class Generation:
         seeds = iter_seeds(setup.task, setup.recipe.task)  # one stream, shared by the workers
         generation = setup.recipe.generation
         with RunProgress(setup.seeds, generation.max_turns, self.context.usage, console, enabled=progress) as bar:
-            bar.resume_from(len(self.done), sum(1 for conv, _ in self.index.turns if conv in self.done))
+            bar.resume_from(Counter(conv for conv, _ in self.index.turns), self.done)
             workers = [asyncio.ensure_future(self._worker(seeds, bar))
                        for _ in range(setup.recipe.generation.conversations)]
             await stopper.supervise(workers)
@@ -204,7 +205,7 @@ class Generation:
         turn's cost journaled, to resume)."""
         gate = CallGate(parent=self.stop)
         unjournaled = UsageBook()  # calls since the last journaled turn
-        collaboration = self.context.collaboration(position, seed, gate=gate).bound(unjournaled)
+        collaboration = self.context.collaboration(position, seed, gate=gate).bound(UsageTee(unjournaled, bar))
         conv_id = collaboration.conv_id
         history, first_turn, previous = None, 0, None
         if position in self.index.last_turn:

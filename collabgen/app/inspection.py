@@ -196,16 +196,22 @@ def _usage_table(manifest: Manifest) -> Table:
         row = [f"{getattr(tally, k):,}" for k in keys]
         totals.update({k: getattr(tally, k) for k in keys})
         if cost:
-            row.append(f"{cost.get(role, 0.0):,.4f}")
+            row.append(_dollars(cost.get(role)))
         table.add_row(role, *row)
     if by_role:
         row = [f"{totals[k]:,}" for k in keys]
         if cost:
-            row.append(f"{sum(cost.values()):,.4f}")
+            unpriced = any(role not in cost for role in by_role)
+            row.append(_dollars(sum(cost.values())) + (" + unknown" if unpriced else ""))
         table.add_row(Text("total", style="bold"), *row)
     if usage is not None and usage.calls_per_conversation is not None:
         table.caption = f"calls per finished conversation: {usage.calls_per_conversation}"
     return table
+
+
+def _dollars(amount: float | None) -> str:
+    """A role without `prices` in the recipe costs an unknown amount, not nothing (as the run's summary says)."""
+    return "unknown" if amount is None else f"{amount:,.4f}"
 
 
 # --------------------------------------------------------------------------- one conversation

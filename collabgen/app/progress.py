@@ -5,15 +5,22 @@ expected with a bar, conversations finished and failed, elapsed time and an ETA;
 calls and tokens per role. Not on a terminal (CI, `| tee`, nohup): one plain log line
 every `log_every` seconds, so piped output is never silent for long.
 
+A turn takes many calls (and at seconds per call, many seconds), so the display follows
+the calls too: it is a usage sink the conversations record into, every answered call
+refreshes the calls line and the clock, and off a terminal a call can bring the next log
+line as well as a turn can. On a terminal the frame is also redrawn four times a second.
+
 Turns expected start at seeds x `max_turns` and shrink when a conversation ends early.
-The ETA is the remaining turns at the average rate since this process started (turns
-done before a resume do not count), which stays stable where a sliding window swings.
+A resumed run counts every journaled turn as done and expects no more turns of a finished
+conversation than it had. The ETA is the remaining turns at the average rate since this
+process started (turns done before a resume do not count), which stays stable where a
+sliding window swings.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 
 from rich.console import Console
@@ -54,12 +61,25 @@ class RunProgress:
         self._last_log = self._started
         self._live: Live | None = None
 
-    def resume_from(self, conversations_done: int, turns_done: int) -> None:
-        """What an earlier run already finished: counted as done, not in the rate."""
-        self.finished = conversations_done
-        self.turns_done = self._turns_at_start = turns_done
+    def resume_from(self, turns: Mapping[int, int], finished: Collection[int]) -> None:
+        """What an earlier run left in the journal: `turns` journaled per conversation (a
+        conversation in progress goes on after them), `finished` the conversations that
+        ended. All of it counts as done, none of it in the rate."""
+        self.finished = len(finished)
+        self.turns_done = self._turns_at_start = sum(turns.values())
+        self.turns_expected -= sum(max(self.max_turns - turns.get(conv, 0), 0) for conv in finished)
 
     # -- events ------------------------------------------------------------------
+
+    def record(self, role: str, stage: str, *, prompt: int = 0, completion: int = 0, cached: bool = False) -> None:
+        """An answered call (the run's usage book has counted it already)."""
+        self._tick()
+
+    def record_retry(self, role: str, stage: str) -> None:
+        self._tick()
+
+    def record_failure(self, role: str, stage: str) -> None:
+        self._tick()
 
     def turn_finished(self) -> None:
         self.turns_done += 1
@@ -96,17 +116,20 @@ class RunProgress:
         )
         return head[:WIDTH], f"calls {calls}"[:WIDTH]
 
+    def __rich__(self) -> Text:
+        """The current frame: `Live` asks for it at every refresh, so the clock runs between events."""
+        return Text("\n".join(self.lines()))
+
     def _tick(self) -> None:
         if self._live is not None:
-            self._live.update(Text("\n".join(self.lines())))
+            self._live.update(self)
         elif self._clock() - self._last_log >= self.log_every:
             self._last_log = self._clock()
             self.console.print(" | ".join(self.lines()), highlight=False, markup=False, soft_wrap=True)
 
     def __enter__(self) -> RunProgress:
         if self.live:
-            self._live = Live(Text("\n".join(self.lines())), console=self.console, refresh_per_second=4,
-                              transient=False)
+            self._live = Live(self, console=self.console, refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self
 
@@ -114,5 +137,5 @@ class RunProgress:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._live is not None:
-            self._live.update(Text("\n".join(self.lines())))
+            self._live.update(self, refresh=True)
             self._live.__exit__(kind, value, tb)

@@ -1,13 +1,14 @@
 """`collabgen score`: the reward of conversations a user brings ("why did this get 0?").
 
-Each input line is `{"seed": {<the task's seed fields>}, "messages": [{"role", "content"}, ...],
+Each input line is `{"seed": {<a seed row>}, "messages": [{"role", "content"}, ...],
 "assistant_tokens": <optional int>}`. It is scored through the path futures take
 (`Scorer.score_conversation`): the task's metrics on the whole conversation, the
 interactivity judge on what follows the first user turn, the token penalty of the
 assistant's tokens (given, or estimated at four characters per token and flagged
 `tokens_estimated`), weighted by the recipe. One output line per input line, in order:
 `{"metrics": {...}, "score": ..., "flags": [...], "error": null | "reason"}`. A bad line
-is reported by its number; the others are still scored.
+is reported by its number; the others are still scored. The seed is read as a row of the
+recipe's seed source, through `task.source.fields`, so a line of the seed file serves.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def parse_messages(value: Any) -> list[Message]:
     return messages
 
 
+def seed_columns(fields: dict[str, str], seed: dict[str, Any]) -> dict[str, str]:
+    """The recipe's `task.source.fields` (seed field -> column) for a line's seed: a row as the
+    seed source gives it reads through the mapping; a field the line names itself, while
+    the mapped column is absent, is read under its own name."""
+    return {field: column for field, column in fields.items() if column in seed or field not in seed}
+
+
 async def score_line(context: RunContext, number: int, text: str) -> dict[str, Any]:
     """One output record; errors are reasons on the record, never exceptions."""
     where = f"line {number}"
@@ -60,9 +68,12 @@ async def score_line(context: RunContext, number: int, text: str) -> dict[str, A
         line = json.loads(text)
         if not isinstance(line, dict) or not isinstance(line.get("seed"), dict):
             raise ValueError("expected {\"seed\": {...}, \"messages\": [...]}")
-        seed = context.setup.task.seed_from_row(line["seed"], {}, where)
+        fields = seed_columns(context.setup.recipe.task.source.fields, line["seed"])
+        seed = context.setup.task.seed_from_row(line["seed"], fields, where)
         messages = parse_messages(line.get("messages"))
-    except (ValueError, SeedError) as err:
+    except SeedError as err:  # its message names the line already
+        return {"metrics": None, "score": None, "flags": [], "error": str(err)}
+    except ValueError as err:
         return {"metrics": None, "score": None, "flags": [], "error": f"{where}: {err}"}
     first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
     tokens, flags = line.get("assistant_tokens"), []

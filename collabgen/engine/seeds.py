@@ -214,6 +214,7 @@ def _hub_rows(source: SourceConfig) -> Iterator[tuple[str, dict[str, Any]]]:
 
     hub = source.hub
     assert hub is not None
+    _check_hub_reachable(hub.name)
     try:
         dataset = datasets.load_dataset(
             hub.name, hub.config, split=hub.split, revision=hub.revision, streaming=True
@@ -225,6 +226,29 @@ def _hub_rows(source: SourceConfig) -> Iterator[tuple[str, dict[str, Any]]]:
         ) from None
     for i, row in enumerate(dataset, start=1):
         yield f"{hub.name}[{hub.split}] row {i}", dict(row)
+
+
+def _check_hub_reachable(name: str, timeout: float = 5.0) -> None:
+    """One request to the Hub, with a short timeout, before `datasets` is asked: offline,
+    `datasets` retries for about 25 seconds with a warning per attempt before it gives up.
+
+    With the library's own offline mode (`HF_HUB_OFFLINE=1`) no request is made and
+    `datasets` reads its local cache.
+    """
+    import datasets.config
+    from huggingface_hub import get_session
+
+    if datasets.config.HF_HUB_OFFLINE:
+        return
+    endpoint = datasets.config.HF_ENDPOINT
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except Exception as err:  # the session's transport errors (httpx or requests, by huggingface_hub version)
+        raise SeedError(
+            f"cannot reach the Hugging Face Hub at {endpoint} to load dataset {name!r} ({err or type(err).__name__}); "
+            "without network access, save the rows where there is one and point task.source.path at the "
+            ".jsonl/.parquet file, or set HF_HUB_OFFLINE=1 to read a copy in the local datasets cache", loc=("hub",),
+        ) from None
 
 
 def placeholder_seed(task: Task) -> SeedModel:

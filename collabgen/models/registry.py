@@ -69,14 +69,26 @@ def engine_readiness(recipe: Recipe) -> str | None:
     """
     from pathlib import Path
 
-    needing = [role for role, c in recipe.models.roles().items()
-               if c.backend == "vllm" and not Path(c.model).expanduser().is_dir()]
+    needing = {role: c for role, c in recipe.models.roles().items()
+               if c.backend == "vllm" and not Path(c.model).expanduser().is_dir()}
     if not needing or _gpu_available():
         return None
-    first = needing[0].upper()
-    return (f"no GPU here for the in-process vLLM engine of {', '.join(needing)}: point the roles at servers, "
-            f"e.g. COLLABGEN_{first}_BACKEND=openai COLLABGEN_{first}_BASE_URL=http://gpu-host:8000/v1 "
-            f"(or COLLABGEN_{first}_MODEL=gpt-4o-mini COLLABGEN_{first}_API_KEY_ENV=OPENAI_API_KEY), per role")
+    return no_gpu_hint(needing)
+
+
+def no_gpu_hint(needing: Mapping[str, ModelConfig]) -> str:
+    """Every variable each role needs, spelled out: the backend too (a model and a key alone
+    leave the role on the in-process engine)."""
+    served = sorted({c.model for c in needing.values()})
+
+    def assignments(**fields: str) -> str:
+        return " ".join(f"COLLABGEN_{role.upper()}_{name}={value}" for role in needing for name, value in fields.items())
+
+    return (f"no GPU here for the in-process vLLM engine of {', '.join(needing)}: point them at servers by environment, "
+            f"{assignments(BACKEND='openai', BASE_URL='http://gpu-host:8000/v1')} "
+            f"(an OpenAI-compatible server there serving {', '.join(served)}), or at a provider, "
+            f"{assignments(BACKEND='openai', MODEL='gpt-4o-mini', API_KEY_ENV='OPENAI_API_KEY')} "
+            "(with OPENAI_API_KEY set)")
 
 
 def _gpu_available() -> bool:
