@@ -14,8 +14,11 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,6 +255,101 @@ async def test_two_gigabytes_of_files_hit_the_disk_cap_and_leave_nothing(isolati
         assert written < 2048, written
     leftovers = {path for path in _host_tmp_entries() if path not in before and os.path.basename(path).startswith("blob")}
     assert leftovers == set()
+
+
+@pytest.fixture
+def nested_world_writable() -> Iterator[Path]:
+    """A ``0777`` folder inside a root-owned ``0755`` one in /tmp: not the run's, but writable by it."""
+    parent = Path(tempfile.mkdtemp(prefix="nested-shared-", dir="/tmp"))
+    parent.chmod(0o755)
+    inner = parent / "inner"
+    inner.mkdir()
+    inner.chmod(0o777)
+    try:
+        yield inner
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _mib_of(folder: Path) -> int:
+    return sum(entry.stat(follow_symlinks=False).st_blocks * 512 for entry in os.scandir(folder)) // MIB
+
+
+async def test_the_fallback_disk_cap_holds_in_a_nested_world_writable_folder_and_nothing_stays(
+    nested_world_writable: Path,
+) -> None:
+    limits = SandboxLimits(disk_mb=256, file_size_mb=16, cpu_seconds=20, wall_seconds=60)
+    code = (
+        "import os\nwritten = 0\n"
+        "for i in range(20):\n"
+        f"    with open('{nested_world_writable}/blob' + str(i), 'wb') as fh:\n"
+        "        fh.write(b'x' * (15 * 1024 * 1024))\n"
+        "    written += 15\n    print('MiB', written, flush=True)\n"
+    )
+    result = await run_script(sandbox_for("fallback", limits), code)
+    assert result.reason == "disk limit of 256 MiB exceeded", (result.reason, result.stdout[-200:])
+    assert "MiB 300" not in result.stdout
+    assert list(nested_world_writable.iterdir()) == [], _mib_of(nested_world_writable)
+
+
+async def test_the_fallback_disk_cap_counts_deleted_files_the_code_holds_open() -> None:
+    limits = SandboxLimits(disk_mb=64, file_size_mb=16, cpu_seconds=20, wall_seconds=30)
+    code = (
+        "import os, time\nkept = []\n"
+        "for i in range(12):\n"
+        "    fh = open('/tmp/held' + str(os.getpid()) + '-' + str(i), 'wb')\n"
+        "    os.unlink(fh.name)\n"
+        "    fh.write(b'x' * (15 * 1024 * 1024)); fh.flush(); kept.append(fh)\n"
+        "    print('MiB', 15 * (i + 1), flush=True)\n"
+        "time.sleep(20)\n"
+    )
+    result = await run_script(sandbox_for("fallback", limits), code)
+    assert result.reason == "disk limit of 64 MiB exceeded", (result.reason, result.stdout[-200:])
+    assert "MiB 180" not in result.stdout
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_concurrent_runs_cannot_read_each_others_workspaces(isolation: str) -> None:
+    token = secrets.token_hex(8)
+    sandbox = sandbox_for(isolation, SandboxLimits(cpu_seconds=5, wall_seconds=20))
+    victim = f"SECRET = {token!r}\nimport time\ntime.sleep(4)\n"
+    peeker = (
+        "import glob, os, time\ntime.sleep(1.5)\n"
+        "for folder in glob.glob('/tmp/collabgen-sbx-*'):\n"
+        "    if folder == os.getcwd():\n        continue\n"
+        "    for name in ['victim.py', *(os.listdir(folder) if os.access(folder, os.R_OK) else [])]:\n"
+        "        try:\n            print('READ', open(os.path.join(folder, name)).read())\n"
+        "        except OSError:\n            pass\n"
+    )
+    _, peeked = await asyncio.gather(
+        sandbox.run_python({"victim.py": victim}, "victim.py"), sandbox.run_python({"peek.py": peeker}, "peek.py")
+    )
+    assert peeked.returncode == 0, peeked.stderr
+    assert token not in peeked.stdout
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize("mode", ["script", "unittest"])
+async def test_a_leftover_daemon_does_not_hold_the_run_to_the_wall_clock(isolation: str, mode: str) -> None:
+    marker = unique_marker()
+    daemon = (
+        "import os\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        os.execvp('sleep', ['sleep', '{marker}'])\n"
+        "    os._exit(0)\n"
+    )
+    sandbox = sandbox_for(isolation, SandboxLimits(cpu_seconds=5, wall_seconds=30))
+    started = time.monotonic()
+    if mode == "script":
+        result = await run_script(sandbox, daemon + "print('bye')\n")
+        assert result.returncode == 0 and "bye" in result.stdout
+    else:
+        outcome = await sandbox.run_unittests(daemon + SOLUTION, TESTS_IMPORTING)
+        assert outcome.all_passed and not outcome.tampered, outcome
+    assert time.monotonic() - started < 10  # the run ended, not the 30 s wall clock
+    assert processes_with(marker) == []
 
 
 # --------------------------------------------------------------------------- 6. filesystem
@@ -536,7 +634,7 @@ def test_lazy_sandbox_makes_one_sandbox_on_first_use() -> None:
 
 
 def test_isolation_backends_are_chosen_by_name() -> None:
-    with workspace(None, None) as ws:
+    with workspace(False, None) as ws:
         launch = make_backend("rlimits").launch(ws, FAST)
     assert launch.wrapper == [] and launch.watch_disk and launch.workdir == str(ws.path)
     assert make_backend("bwrap", path="/nonexistent/bwrap").probe(FAST) == "/nonexistent/bwrap not found"
@@ -546,7 +644,7 @@ def test_isolation_backends_are_chosen_by_name() -> None:
 
 def test_a_run_never_changes_the_mode_of_the_shared_tmp() -> None:
     before = os.stat("/tmp").st_mode
-    with workspace(None, None) as ws:
+    with workspace(False, None) as ws:
         os.rmdir(ws.path)  # gone before cleanup, as when a sweep removed it first
     assert os.stat("/tmp").st_mode == before
 

@@ -301,3 +301,28 @@ async def test_a_solution_that_tampers_only_when_imported_as_a_module_is_flagged
     )
     outcome = await Sandbox(FAST).run_unittests(sneaky, TESTS_IMPORTING, verdict="in_process")
     assert outcome.passed == 0 and outcome.tampered, outcome
+
+
+_EQ_LIAR = (
+    "class Liar:\n"
+    "    __module__ = 'numpy'  # poses as a type the values codec knows\n"
+    "    def __eq__(self, other):\n        return True\n"
+    "    __hash__ = object.__hash__\n"
+    "def task_func(a, b):\n    return Liar()\n"
+)
+_EQ_TESTS = (
+    "import unittest\nfrom solution import task_func\n\nclass T(unittest.TestCase):\n"
+    "    def test_equal(self):\n        self.assertEqual(task_func(1, 2), 3)\n"
+    "    def test_plain_assert(self):\n        assert task_func(2, 2) == 4\n"
+)
+
+
+async def test_an_eq_liar_scores_zero_where_values_cross_by_value_and_auto_picks_that_runner() -> None:
+    """The README's record: the values codec carries exact types only; in_process is exposed."""
+    sandbox = Sandbox(FAST)
+    for verdict in ("values", "auto"):
+        outcome = await sandbox.run_unittests(_EQ_LIAR, _EQ_TESTS, verdict)  # type: ignore[arg-type]
+        assert (outcome.verdict, outcome.passed, outcome.total) == ("values", 0, 2), outcome
+        assert "cannot carry" in (outcome.reason or "")
+    exposed = await sandbox.run_unittests(_EQ_LIAR, _EQ_TESTS, "in_process")
+    assert exposed.pass_rate == 1.0  # documented: the tests hold the object itself there

@@ -34,7 +34,7 @@ from collabgen.sandbox.results import SandboxResult, UnitTestOutcome
 from collabgen.sandbox.supervisor import Exit, supervise
 from collabgen.sandbox.values import UNSUPPORTED, verdict_for
 from collabgen.sandbox.verdict import script_result, unittest_result
-from collabgen.sandbox.workspace import Workspace, private_uid, safe_relpath, workspace
+from collabgen.sandbox.workspace import Workspace, safe_relpath, workspace
 
 __all__ = ["Sandbox", "Verdict"]
 
@@ -160,8 +160,7 @@ class Sandbox:
     def _workspace(self) -> Iterator[Workspace]:
         """A fresh directory for one run, owned by a private uid when we drop to one."""
         _ = self.isolation  # decide isolation and uid policy first
-        uid = private_uid() if self._drop_uid else None
-        with workspace(uid, self._tmp_root) as ws:
+        with workspace(bool(self._drop_uid), self._tmp_root, self._chosen().workspace_mode) as ws:
             install_harness(ws)
             yield ws
 
@@ -175,7 +174,7 @@ class Sandbox:
         def argv(config_fd: int, report_fd: int) -> list[str]:
             return warden_argv(self._python, launch, config_fd, report_fd)
 
-        done = await supervise(argv, ws, config, stdin, self.limits, launch.watch_disk)
+        done = await supervise(argv, ws, config, stdin, self.limits, launch.watch_disk, launch.scratch_roots)
         self._log_notes(done, nonce)
         return done, nonce
 

@@ -3,21 +3,18 @@
 Why by /proc scan and not by process group: untrusted code can call ``setsid`` and
 leave our group, and a fork bomb outpaces any one-shot kill. A run's processes are the
 descendants of its root plus (with a private uid) everything owned by that uid; each is
-pinned by a pidfd before it is signalled, so a recycled pid is never hit. The same uid
-marks the files an unisolated run left in shared directories, for the disk watchdog and
-the cleanup after it.
+pinned by a pidfd before it is signalled, so a recycled pid is never hit. (The same uid
+marks the files an unisolated run wrote: :mod:`collabgen.sandbox.reach`.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import stat
 from dataclasses import dataclass
 
-__all__ = ["kill_tree", "open_pidfd", "remove_uid_files", "survivors", "uid_disk_usage"]
+__all__ = ["kill_tree", "open_pidfd", "survivors"]
 
 
 @dataclass(frozen=True)
@@ -145,69 +142,3 @@ def survivors(uid: int | None, pids: set[int]) -> bool:
         if entry.pid in pids or (uid is not None and entry.uid == uid):
             return True
     return False
-
-
-# --------------------------------------------------------------------------- files of a uid
-
-
-def _tree_bytes(path: str) -> int:
-    """Disk blocks used by the regular files under ``path`` (any owner), without following links."""
-    total = 0
-    stack = [path]
-    while stack:
-        current = stack.pop()
-        try:
-            info = os.lstat(current)
-        except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode):
-            total += info.st_blocks * 512
-        elif stat.S_ISDIR(info.st_mode):
-            try:
-                stack.extend(os.path.join(current, name) for name in os.listdir(current))
-            except OSError:
-                continue
-    return total
-
-
-def uid_disk_usage(uid: int | None, workspace: str, roots: tuple[str, ...]) -> int:
-    """Bytes on disk of what the run wrote: its workspace, and what its uid owns in ``roots``.
-
-    Why by owner: without a private mount the run can write into any world-writable
-    directory, and its private uid is the one thing that marks those files as its own.
-    """
-    if uid is None:
-        return _tree_bytes(workspace)
-    return sum(_tree_bytes(entry.path) for entry in _owned_entries(uid, roots, skip=workspace))
-
-
-def remove_uid_files(uid: int, roots: tuple[str, ...], keep: str) -> None:
-    """Delete what ``uid`` left at the top of shared scratch directories (never anyone else's).
-
-    ``keep`` (the run's own workspace) is left to its owner, which removes it afterwards.
-    """
-    for entry in _owned_entries(uid, roots, skip=keep):
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            continue
-
-
-def _owned_entries(uid: int, roots: tuple[str, ...], skip: str) -> list[os.DirEntry[str]]:
-    """The entries at the top of ``roots`` that ``uid`` owns, but ``skip``."""
-    owned = []
-    for root in roots:
-        try:
-            entries = list(os.scandir(root))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.stat(follow_symlinks=False).st_uid == uid and entry.path != skip:
-                    owned.append(entry)
-            except OSError:
-                continue
-    return owned

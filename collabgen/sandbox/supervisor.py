@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from collabgen.sandbox.bootstrap import SYSTEM_PATH
-from collabgen.sandbox.processes import kill_tree, open_pidfd, remove_uid_files, survivors, uid_disk_usage
+from collabgen.sandbox.processes import kill_tree, open_pidfd, survivors
+from collabgen.sandbox.reach import remove_uid_files, uid_usage
 
 if TYPE_CHECKING:
     from collabgen.sandbox.limits import SandboxLimits
@@ -33,8 +34,6 @@ _REAP_TIMEOUT_S = 5.0
 _READER_GRACE_S = 1.0
 _REPORT_LIMIT = 1_000_000
 _DISK_POLL_S = 0.02
-SHARED_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-"""World-writable directories an unisolated child can fill: watched and cleaned by uid."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,7 @@ async def supervise(
     stdin: str | None,
     limits: SandboxLimits,
     watch_disk: bool,
+    scratch_roots: tuple[str, ...] = (),
 ) -> Exit:
     """Start the warden with its two pipes, enforce the wall clock, always clean up."""
     config_r, config_w = os.pipe()
@@ -86,11 +86,11 @@ async def supervise(
         os.close(report_w)
     _write_all(config_w, config)
     run = _Run(proc, open_pidfd(proc.pid), _start_tasks(proc, report_r, stdin, limits))
-    timed_out, exceeded = await _wait(run, ws, limits, watch_disk)
+    timed_out, exceeded = await _wait(run, ws, limits, scratch_roots if watch_disk else None)
     stdout, stderr = await _collect(run.tasks["out"]), await _collect(run.tasks["err"])
     reports = _parse_reports(await _collect_bytes(run.tasks["report"]))
     if watch_disk and ws.uid is not None:
-        await asyncio.to_thread(remove_uid_files, ws.uid, SHARED_SCRATCH, str(ws.path))
+        await asyncio.to_thread(remove_uid_files, ws.uid, scratch_roots, str(ws.path))
     return Exit(proc.returncode, stdout, stderr, timed_out, reports, exceeded)
 
 
@@ -115,12 +115,12 @@ def _start_tasks(proc: asyncio.subprocess.Process, report_r: int, stdin: str | N
     }
 
 
-async def _wait(run: _Run, ws: Workspace, limits: SandboxLimits, watch_disk: bool) -> tuple[bool, bool]:
-    """Wait for the warden under the wall clock (and the disk watchdog); then sweep."""
-    watchdog = asyncio.create_task(_police_disk(run, ws, limits)) if watch_disk else None
+async def _wait(run: _Run, ws: Workspace, limits: SandboxLimits, scratch: tuple[str, ...] | None) -> tuple[bool, bool]:
+    """Wait for the warden under the wall clock (and the disk watchdog over ``scratch``, if any); then sweep."""
+    watchdog = asyncio.create_task(_police_disk(run, ws, limits, scratch)) if scratch is not None else None
     timed_out = False
     try:
-        await asyncio.wait_for(run.proc.wait(), timeout=limits.wall_seconds)
+        await asyncio.wait_for(_exited(run), timeout=limits.wall_seconds)
     except asyncio.TimeoutError:
         timed_out = True
     except BaseException:  # cancelled: the sandbox must not outlive its caller
@@ -138,15 +138,15 @@ async def _wait(run: _Run, ws: Workspace, limits: SandboxLimits, watch_disk: boo
     return timed_out, bool(exceeded)
 
 
-async def _police_disk(run: _Run, ws: Workspace, limits: SandboxLimits) -> bool:
-    """The unisolated fallback's disk cap: kill the run's uid once its files exceed ``disk_mb``.
+async def _police_disk(run: _Run, ws: Workspace, limits: SandboxLimits, scratch: tuple[str, ...]) -> bool:
+    """The unisolated fallback's disk cap: kill the run's uid once what it holds exceeds ``disk_mb``.
 
-    Bounded to one poll interval of writes (RLIMIT_FSIZE caps each file on top).
+    Bounded to one poll of writes (RLIMIT_FSIZE caps each file on top). In a thread: the
+    run decides how many entries there are to walk, and the event loop must not wait on it.
     """
     budget = limits.disk_mb * 1024 * 1024
-    roots = (str(ws.path), *SHARED_SCRATCH)
     while run.proc.returncode is None:
-        used = uid_disk_usage(ws.uid, str(ws.path), roots)  # a few directory entries: cheap, and no thread hop to wait for
+        used = await asyncio.to_thread(uid_usage, ws.uid, str(ws.path), scratch)
         if used > budget:
             if ws.uid is not None:
                 run.killed |= kill_tree(-1, None, ws.uid)
@@ -157,10 +157,29 @@ async def _police_disk(run: _Run, ws: Workspace, limits: SandboxLimits) -> bool:
     return False
 
 
+async def _exited(run: _Run) -> None:
+    """The warden's exit, seen through its pidfd.
+
+    Why not ``proc.wait()``: on Python 3.11 it also waits for the output pipes to close,
+    so anything still holding them (a daemon the run left) would keep every run waiting
+    for the wall clock, though the warden ended long before.
+    """
+    if run.pidfd is None:
+        await run.proc.wait()
+        return
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+    loop.add_reader(run.pidfd, lambda: ended.done() or ended.set_result(None))
+    try:
+        await ended
+    finally:
+        loop.remove_reader(run.pidfd)
+
+
 async def _finish(run: _Run, uid: int | None) -> None:
     """Reap the warden, then make sure nothing of the run survives it."""
     try:
-        await run.proc.wait()
+        await _exited(run)
         with contextlib.suppress(OSError):
             os.killpg(run.proc.pid, signal.SIGKILL)  # background children in our group
         if uid is not None:
@@ -168,6 +187,8 @@ async def _finish(run: _Run, uid: int | None) -> None:
         deadline = time.monotonic() + _REAP_TIMEOUT_S
         while survivors(uid, run.killed) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(run.proc.wait(), _REAP_TIMEOUT_S)  # the returncode, once the pipes close
     finally:
         if run.pidfd is not None:
             os.close(run.pidfd)

@@ -31,7 +31,9 @@ import os
 import resource
 import select
 import shutil
+import signal
 import sys
+import time
 
 SETUP_FAILED_EXIT = 124
 TAMPER_EXIT = 86
@@ -43,12 +45,14 @@ _MAX_EVENTS = _MIB
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_CHILD_SUBREAPER = 36
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWNS = 0x00020000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 1, 2, 4, 32
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
 _CAP_VERSION_3 = 0x20080522
 _POLL_S = 0.05
+_LEFTOVER_REAP_S = 1.0
 
 
 # --------------------------------------------------------------------------- kernel helpers
@@ -417,6 +421,75 @@ def watch(child_pid: int, event_r: int | None, key: bytes, report: Report) -> tu
     return exitcode, events
 
 
+def _children_table() -> dict[int, list[int]]:
+    """ppid -> pids of every live process (zombies too: they are ours to reap)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    return children
+
+
+def _descendants(children: dict[int, list[int]], root: int) -> set[int]:
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for pid in children.get(stack.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                stack.append(pid)
+    return found
+
+
+def end_leftovers() -> None:
+    """Stop, then kill, whatever the child left running (daemons), and reap it.
+
+    Why here: we are the child subreaper, so every orphan of the run (``setsid`` and a
+    double fork included) is re-parented to us, not to the host's init; and ending them
+    now, not at the wall clock, is what lets the host see the run finish (a daemon holds
+    the output pipes open). Frozen first so a fork bomb cannot outpace the kill; each pid
+    is pinned by a pidfd before it is signalled.
+    """
+    me = os.getpid()
+    stopped: set[int] = set()
+    for _ in range(50):
+        fresh = _descendants(_children_table(), me) - stopped
+        if not fresh:
+            break
+        for pid in fresh:
+            _signal_pinned(pid, signal.SIGSTOP)
+        stopped |= fresh
+    for pid in stopped:
+        _signal_pinned(pid, signal.SIGKILL)
+    deadline = time.monotonic() + _LEFTOVER_REAP_S
+    while time.monotonic() < deadline:  # never block: one we could not signal must not hold the report
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.005)
+        except ChildProcessError:
+            break
+
+
+def _signal_pinned(pid: int, sig: int) -> None:
+    """Signal ``pid`` through a pidfd, so a pid recycled meanwhile is never hit."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _pipes(unittest: bool) -> dict[str, int | None]:
     fds: dict[str, int | None] = {"event_r": None, "event_w": None, "key_r": None, "key_w": None}
     if unittest:
@@ -456,11 +529,14 @@ def run(config: dict, report: Report) -> dict:
         if problem:
             notes.append(problem)
     choose_python(config, notes)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     pid, fds, key, error = _start_child(config)
     if error is not None:
         exitcode = _reap(pid, block=True)
         return {"infra": f"could not start the sandboxed interpreter: {error}", "exit": exitcode, "notes": notes}
     exitcode, events = watch(pid, fds["event_r"], key, report)
+    if os.getpid() != 1:  # as pid 1 of a namespace (bubblewrap), our exit kills them all
+        end_leftovers()
     final: dict = {"exit": exitcode, "notes": notes}
     if events is not None:
         final["verdict"] = unittest_verdict(events, exitcode)

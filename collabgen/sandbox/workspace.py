@@ -21,6 +21,8 @@ from typing import Any
 
 __all__ = ["RESERVED_PREFIX", "Workspace", "private_uid", "safe_relpath", "workspace"]
 
+_PREFIX = "collabgen-sbx-"
+
 RESERVED_PREFIX = ".collabgen_"
 """Names the host writes next to the user's files; callers may not use them."""
 
@@ -61,14 +63,41 @@ def private_uid() -> int:
     return _UID_BASE + secrets.randbelow(_UID_SPAN)
 
 
+def _claim_uid(tmp_root: str | None) -> tuple[Path, int]:
+    """A fresh uid and its directory: ``mkdir`` of ``collabgen-sbx-<uid>`` is the lease.
+
+    Why a lease and not only a random draw: two live runs sharing a uid could read, fill
+    and kill each other (the sweep after one run kills every process of its uid), so a
+    uid is never handed out twice while its directory exists, across processes too.
+    """
+    parent = tmp_root if tmp_root is not None else tempfile.gettempdir()
+    while True:
+        uid = private_uid()
+        path = Path(parent) / f"{_PREFIX}{uid}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path, uid
+
+
 @contextlib.contextmanager
-def workspace(uid: int | None, tmp_root: str | None) -> Iterator[Workspace]:
-    """A fresh directory owned by ``uid``, deleted afterwards (never touching its parent)."""
-    path = Path(tempfile.mkdtemp(prefix="collabgen-sbx-", dir=tmp_root))
+def workspace(private: bool, tmp_root: str | None, mode: int = 0o700) -> Iterator[Workspace]:
+    """A fresh directory, owned by a run-private uid if ``private`` (then with ``mode``), deleted afterwards.
+
+    Why the mode is the backend's (:attr:`IsolationBackend.workspace_mode`): unisolated,
+    concurrent runs share the host's ``/tmp``, and a directory others may traverse would let
+    one run read another's solution and tests by name, so it is ``0700``; under bubblewrap
+    no other run sees the host's ``/tmp``, and the capability-less warden must traverse it.
+    """
+    if private:
+        path, uid = _claim_uid(tmp_root)
+    else:
+        path, uid = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=tmp_root)), None
     try:
         if uid is not None:
             os.chown(path, uid, uid)
-            os.chmod(path, 0o711)  # the root-owned warden and runner files stay readable
+            os.chmod(path, mode)
         yield Workspace(path, uid)
     finally:
         _rmtree(path)

@@ -46,6 +46,8 @@ class Launch:
     unshare_net: bool = False
     watch_disk: bool = False
     """Whether the host must police disk use (no size-capped mount holds the files)."""
+    scratch_roots: tuple[str, ...] = ()
+    """Host directories the run's private uid can write besides its workspace: watched and emptied."""
     masks: list[tuple[str, list[str]]] = field(default_factory=list)
     """Directories the warden hides behind a tmpfs in a private mount namespace, each with the
     interpreter roots it binds back read-only (the fallback's way to reach ``/root`` installs)."""
@@ -58,6 +60,8 @@ class IsolationBackend(Protocol):
 
     name: str
     """Reported as the ``isolation`` of every result (``"bwrap"``, ``"rlimits"``)."""
+    workspace_mode: int
+    """Mode of a private uid's host workspace: ``0700`` unless the warden lacks the capability to enter it."""
 
     def probe(self, limits: SandboxLimits) -> str | None:
         """None when this backend works here with these limits; otherwise why it does not."""

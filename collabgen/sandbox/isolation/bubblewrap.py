@@ -56,6 +56,7 @@ class BubblewrapBackend:
     """Wraps the warden in ``bwrap``; ``path`` exists so tests can point it at a missing binary."""
 
     name = "bwrap"
+    workspace_mode = 0o711  # the warden has no CAP_DAC_OVERRIDE in here; no other run sees the host's /tmp
 
     def __init__(self, path: str | None = None, *, tmp_root: str | None = None) -> None:
         self.path = path if path is not None else (shutil.which("bwrap") or "bwrap")
