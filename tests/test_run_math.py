@@ -247,3 +247,17 @@ def test_kill_at_any_moment_resumes_to_the_same_shards(tmp_path):
                 assert any(abs(finished - kill) < 1.0 for kill in kill_times), "a cached call was repeated"
             else:
                 first_seen[call.key] = call.finished
+
+
+def test_three_candidates_at_share_one_half_sample_one_proactive_as_the_reference(server, tmp_path):
+    """The reference takes `int(C * share)` proactive candidates (`collabllm/simulation.py`):
+    1 of 3 at 0.5, not round(1.5) = 2."""
+    out = tmp_path / "out"
+    recipe = math_recipe(server.base_url, out, **{
+        "generation.proactive_share": 0.5, "generation.candidates": 3, "generation.max_turns": 2})
+    result = run_cli("run", str(write_recipe(tmp_path / "r.yaml", recipe)))
+    assert result.exit_code == 0, result.output
+    per_turn = read(out, "candidates").group_by("conv_id", "turn").agg(
+        pl.len().alias("n"), pl.col("proactive").sum().alias("proactive"))
+    assert per_turn["n"].unique().to_list() == [3]
+    assert per_turn["proactive"].unique().to_list() == [1]

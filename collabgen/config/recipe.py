@@ -270,6 +270,12 @@ class GenerationConfig(_Strict):
     conversations: int = Field(default=32, ge=1, description="conversations in flight at once")
     max_failure_rate: float = Field(default=0.0, ge=0, le=1)
 
+    def proactive_count(self) -> int:
+        """Candidates per turn sampled under the proactive prompt: `int(C * share)`, rounded
+        down as the reference does (`collabllm/simulation.py`: `cutoff = int(num_asst *
+        proact_prompt_ratio)`), so C=3 at 0.5 gives 1 proactive and 2 plain."""
+        return int(self.candidates * self.proactive_share)
+
 
 def default_row_system_prompt() -> str:
     """collabgen's collaborative system prompt for training rows (`prompts/row_system.j2`)."""

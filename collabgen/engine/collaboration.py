@@ -117,7 +117,7 @@ class Collaboration:
         carry: tuple[str, int, Future | None, bool] | None = None,
     ) -> TurnRecord:
         """One turn; every call it makes also lands in `ledger`, the usage journaled with it."""
-        if carry is not None and self.gen.candidates - round(self.gen.candidates * self.gen.proactive_share) < 1:
+        if carry is not None and self.gen.candidates - self.gen.proactive_count() < 1:
             carry = None  # every candidate is proactive: a plain reply cannot stand in for one
         this_turn = self.bound(ledger)
         candidates = await this_turn.sample_candidates(history, turn, carry)
@@ -143,7 +143,7 @@ class Collaboration:
         self, history: list[Message], turn: int, carry: tuple[str, int, Future | None, bool] | None = None,
     ) -> list[Candidate]:
         total = self.gen.candidates
-        proactive = round(total * self.gen.proactive_share)
+        proactive = self.gen.proactive_count()
         plain = total - proactive - (1 if carry is not None else 0)
         groups = [(True, proactive), (False, plain)]
         results = await asyncio.gather(

@@ -6,9 +6,10 @@ follows `####` on its last line (GSM8K), or both (the `answer` column wins). Num
 read as text. An `answer` that is itself a worked solution ending in `#### 42` (GSM8K's
 own `answer` column) gives `42` as the gold and stands in for a missing `solution`.
 Metric: `accuracy`. By default (`accuracy: compare`) 1.0 when the final answer is the
-reference: the assistant's last `\\boxed{}` answer when it boxed one, else the final answer
-the judge extracts from the conversation (`tasks/math_extract`; `judge_fallback: false`
-scores an unboxed answer 0 instead), compared by text once formatting is normalised away
+reference: the `\\boxed{}` answer of the assistant's last message when it boxed one, else
+the final answer the judge extracts from the conversation (`tasks/math_extract`), so a box
+the assistant corrected later is not taken for its answer (`judge_fallback: false`: the
+latest box wherever it is, and an unboxed answer scores 0), compared by text once formatting is normalised away
 or, when both parse completely, symbolically (math-verify). So a right answer is not
 scored 0 for its formatting. A reference that does not parse completely (plain-text
 notation, words) is never compared by a piece of it: only by its text, or by the judge
@@ -36,7 +37,6 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from collabgen.config.errors import SeedError
 from collabgen.models.base import Message
-from collabgen.prompting import Prompts
 from collabgen.tasks.base import (
     UNDECIDED_FLAGS,
     ScoringTools,
@@ -50,7 +50,8 @@ from collabgen.tasks.base import (
 
 class MathSeed(SeedModel):
     """A problem and its gold answer. `answer` is always the bare gold answer once validated;
-    `solution` is the worked solution when the data has one (the simulated user sees it)."""
+    `solution` is the worked solution when the data has one. Only the metrics see either:
+    the simulated user's brief (`tasks/math_user`) holds the problem alone."""
 
     problem: str
     solution: str | None = None
@@ -142,13 +143,6 @@ class MathTask(Task[MathSeed, MathOptions]):
             )
         return super().seed_from_row(row, fields, where)
 
-    def user_brief(self, seed: MathSeed, prompts: Prompts) -> str:
-        """A seed with only a gold answer shows the simulated user that answer as its
-        reference solution (the brief template reads `seed.solution`)."""
-        if seed.solution is None:
-            seed = seed.model_copy(update={"solution": f"The final answer is $\\boxed{{{seed.answer}}}$."})
-        return super().user_brief(seed, prompts)
-
 
     async def score(self, seed: MathSeed, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
         if self.options.accuracy == "judge":
@@ -177,15 +171,20 @@ class MathTask(Task[MathSeed, MathOptions]):
         return {"accuracy": 0.0}
 
     async def _final_answer(self, conversation: list[Message], tools: ScoringTools) -> str | None:
-        """The last boxed answer, else (`judge_fallback`) the one the judge finds in the conversation."""
-        predicted = final_boxed_answer(conversation)
-        if predicted is None and self.options.judge_fallback:
-            reply: dict[str, Any] = await tools.judge_json(
-                "tasks/math_extract", stage="extraction", conversation=transcript(conversation)
-            )
-            found = reply.get("answer")
-            predicted = str(found) if found not in (None, "") else None
-        return predicted
+        """The answer the assistant stands by last: the box of its last message, else
+        (`judge_fallback`) the one the judge finds in the conversation. A box in an earlier
+        message may have been corrected since ("you're right, it is 60"), so it is not read
+        as final; without the judge (`judge_fallback: false`) the latest box is all there is."""
+        predicted = standing_boxed_answer(conversation)
+        if predicted is not None:
+            return predicted
+        if not self.options.judge_fallback:
+            return final_boxed_answer(conversation)
+        reply: dict[str, Any] = await tools.judge_json(
+            "tasks/math_extract", stage="extraction", conversation=transcript(conversation)
+        )
+        found = reply.get("answer")
+        return str(found) if found not in (None, "") else None
 
 
 def _accuracy_field(reply: dict[str, Any]) -> float:
@@ -258,8 +257,16 @@ def number_text(value: Any) -> Any:
     return str(value)
 
 
+def standing_boxed_answer(conversation: list[Message]) -> str | None:
+    """The boxed answer of the assistant's last message, or None when that message boxes
+    nothing (then an earlier box may be one the assistant has corrected since)."""
+    said = assistant_messages(conversation)
+    return last_boxed(said[-1]) if said else None
+
+
 def final_boxed_answer(conversation: list[Message]) -> str | None:
-    """The assistant's latest boxed answer in the conversation, if it gave one."""
+    """The assistant's latest boxed answer anywhere in the conversation, if it gave one
+    (the boxed-only rule; `standing_boxed_answer` is the one that cannot be stale)."""
     for content in reversed(assistant_messages(conversation)):
         found = last_boxed(content)
         if found is not None:
