@@ -27,7 +27,8 @@ def scripted_roles() -> dict[str, ScriptedBackend]:
     base = ScriptedBackend("judge")
     base.on("interactivity", lambda request, _: json.dumps({"thought": request.messages[-1]["content"][-40:],
                                                             "interactivity": 0.5}))
-    base.on("extraction", lambda request, _: json.dumps({"document": f"draft {request.seed}"}))
+    # one reply serves both extraction schemas: the document task reads `document`, math `answer`
+    base.on("extraction", lambda request, _: json.dumps({"document": f"draft {request.seed}", "answer": "7"}))
     return {role: base.for_role(role) for role in ("policy", "user", "judge")}
 
 

@@ -73,4 +73,5 @@ def test_abgcoqa_recipe_rewards_asking_exactly_when_the_question_is_ambiguous(se
     clarify_prompts = [p for p in prompts if '{"asked_clarification"' in p]
     assert clarify_prompts and all("Anna and her brother Tom" in p for p in clarify_prompts)
     card = (out / "README.md").read_text()
-    assert "Abg-CoQA" in card and "clarify_accuracy" in card
+    # Own seeds are not described as the benchmark (the card names the seed file instead).
+    assert "clarify.jsonl" in card and "clarify_accuracy" in card

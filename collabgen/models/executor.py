@@ -157,9 +157,10 @@ class RoleModel:
                 return Parsed(parse(text), tokens, finish)
             except (KeyError, TypeError, ValueError) as err:
                 reason = f" ({type(err).__name__}: {str(err)[:200]})"
-            if finish == TRUNCATED:
+            if finish == TRUNCATED and self.config.max_tokens is not None:
                 # The chain already asked again with larger budgets up to the cap: a reply
                 # still cut there is truncated, as a text reply is, not a format error.
+                # (With no budget of ours, the cut is the server's: asking again may help.)
                 self.sink.record_failure(self.role, stage)
                 raise CallFailed(self._truncated(stage, text))
             if attempt > self.config.parse_retries:

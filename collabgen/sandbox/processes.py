@@ -116,8 +116,9 @@ def kill_tree(root_pid: int, root_pidfd: int | None, uid: int | None) -> set[int
     """
     stopped: set[int] = set()
     if _pidfd_alive(root_pidfd):
-        signal.pidfd_send_signal(root_pidfd, signal.SIGSTOP)
-        stopped.add(root_pid)
+        with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the signal
+            signal.pidfd_send_signal(root_pidfd, signal.SIGSTOP)
+            stopped.add(root_pid)
     for _ in range(50):
         table = _process_table()
         targets = {p.pid for p in table if uid is not None and p.uid == uid}
@@ -132,7 +133,8 @@ def kill_tree(root_pid: int, root_pidfd: int | None, uid: int | None) -> set[int
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     if _pidfd_alive(root_pidfd):
-        signal.pidfd_send_signal(root_pidfd, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(root_pidfd, signal.SIGKILL)
     return stopped
 
 
