@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -30,7 +32,25 @@ from collabgen.engine.selection import PairsPerTurn
 
 ExportFormat = Literal["collabgen", "collabllm"]
 
-app = typer.Typer(
+class _PlainUsageCommand(typer.core.TyperCommand):
+    """Usage lines in click's own convention: ``collabgen run [OPTIONS] RECIPE``.
+
+    Typer 0.29 wraps required arguments in braces (``{RECIPE}``), which reads as a shell
+    brace expansion or a choice set; the Arguments section already says what is required.
+    """
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece for piece in pieces]
+
+
+class _App(typer.Typer):
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _PlainUsageCommand)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Generate multi-turn collaboration training data (CollabLLM multiturn-aware rewards).",
