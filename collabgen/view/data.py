@@ -93,7 +93,7 @@ class RunView:
             "collabgen_version": manifest.collabgen_version,
             "recipe_fingerprint": manifest.recipe_fingerprint,
             "min_gap": shown_min_gap(manifest),
-            "counts": counts.model_dump(),
+            "counts": counts.model_dump(exclude_unset=True),  # as the manifest holds them
             "in_shards": {config: self._rows(config) for config in OutDir.CONFIGS},
             "failures": failures,
             "failure_reasons": [{"reason": r, "count": n} for r, n in sorted(reasons.items(), key=lambda x: -x[1])],
@@ -333,25 +333,28 @@ def _distinct(scan: pl.LazyFrame | None, column: str) -> list[str]:
 
 
 def _row_flags(candidates: pl.LazyFrame | None) -> dict[str, dict[str, int]]:
-    """How many candidates and futures carry each flag (`truncated`, `tampered` and the task's)."""
+    """How many candidates and futures carry each flag (`truncated`, `tampered` and the task's),
+    each row counted once per flag whether a column or its `flags` list says so."""
     if candidates is None:
         return {"candidates": {}, "futures": {}}
-    frame = candidates.select(
-        pl.col("truncated").sum().alias("truncated"),
-        pl.col("tampered").sum().alias("tampered"),
-    ).collect()
-    on_candidates = {k: int(v or 0) for k, v in frame.row(0, named=True).items()}
-    named = candidates.select(pl.col("flags").explode().drop_nulls().alias("flag")).collect()
-    for flag, n in named["flag"].value_counts().iter_rows():
-        on_candidates[flag] = on_candidates.get(flag, 0) + int(n)
-    futures = candidates.select(pl.col("futures").explode().struct.field("flags").explode().drop_nulls().alias("flag"),
-                                ).collect()
-    on_futures = {flag: int(n) for flag, n in futures["flag"].value_counts().iter_rows()}
-    truncated = candidates.select(
-        pl.col("futures").explode().struct.field("truncated").sum()).collect().item()
-    if truncated:
-        on_futures["truncated"] = on_futures.get("truncated", 0) + int(truncated)
-    return {"candidates": dict(sorted(on_candidates.items())), "futures": dict(sorted(on_futures.items()))}
+    empty = pl.lit([], pl.List(pl.String))
+
+    def marked(column: str, name: str) -> pl.Expr:
+        return pl.when(pl.col(column).fill_null(False)).then(pl.lit([name])).otherwise(empty)
+
+    own = pl.concat_list(pl.col("flags").fill_null(empty), marked("truncated", "truncated"),
+                         marked("tampered", "tampered")).list.unique()
+    on_candidates = _count_flags(candidates.select(own.alias("flags")))
+    futures = candidates.select(pl.col("futures").explode().alias("f")).drop_nulls().select(
+        pl.col("f").struct.field("flags").alias("flags"), pl.col("f").struct.field("truncated").alias("truncated"))
+    on_futures = _count_flags(futures.select(
+        pl.concat_list(pl.col("flags").fill_null(empty), marked("truncated", "truncated")).list.unique().alias("flags")))
+    return {"candidates": {"truncated": 0, "tampered": 0, **on_candidates}, "futures": on_futures}
+
+
+def _count_flags(frame: pl.LazyFrame) -> dict[str, int]:
+    counted = frame.select(pl.col("flags").explode().drop_nulls().alias("flag")).collect()
+    return {flag: int(n) for flag, n in sorted(counted["flag"].value_counts().iter_rows())}
 
 
 def histogram(values: pl.Series, bins: int = BINS, low: float | None = None,

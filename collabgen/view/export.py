@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from pathlib import Path
 
 from collabgen.output.outdir import write_atomic
@@ -45,6 +46,9 @@ def export_html(view: RunView) -> str:
             "conversations": {c["conv_id"]: c for c in view.all_conversations()}}
     csp = (f"default-src 'none'; script-src '{_sha256(script)}'; style-src '{_sha256(style)}'; img-src data:; "
            "connect-src 'none'; base-uri 'none'; form-action 'none'")
+    for name, text in (("app.js", script), ("style.css", style)):
+        if re.search(r"<!--|<script|</script|</style", text, re.IGNORECASE):
+            raise RuntimeError(f"view/static/{name} holds a tag-like sequence that would end its inlined element")
     page = assets["index.html"].decode("utf-8")
     for tag in (_STYLE_TAG, _SCRIPT_TAG):
         if tag not in page:

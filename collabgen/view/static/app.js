@@ -1,6 +1,6 @@
 // collabgen view: a read-only page over one out dir.
 // Every piece of model or user text is put in the page with textContent (through `el`):
-// never innerHTML, so a reply holding <script> or <img onerror> shows as the text it is.
+// never as HTML, so a reply holding a script tag or an img onerror shows as the text it is.
 "use strict";
 
 (function () {
@@ -185,6 +185,7 @@
 
     const flagRows = [
       ...Object.entries(o.flags || {}).map(([k, v]) => ["manifest", k, String(v)]),
+      ["manifest", "conversations_context_exhausted", String(o.counts.conversations_context_exhausted ?? 0)],
       ...Object.entries(o.row_flags.candidates).map(([k, v]) => ["candidates", k, String(v)]),
       ...Object.entries(o.row_flags.futures).map(([k, v]) => ["futures", k, String(v)]),
     ];
