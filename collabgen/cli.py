@@ -406,6 +406,42 @@ def inspect(
 
 
 @app.command()
+def view(
+    out_dir: OutDirArg,
+    host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on (another than loopback "
+                                      "shows the run to the network)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, metavar="PORT", help="port (0: any free one)")] = 8765,
+    export_to: Annotated[Path | None, typer.Option("--export", metavar="FILE", help="write the page as one "
+                         "self-contained HTML file instead of serving it", show_default=False)] = None,
+) -> None:
+    """A read-only local web page over an out dir: overview, conversations, candidates and futures."""
+    from collabgen.view.data import RunView
+
+    console = Console()
+    with _exit_on_error():
+        run_view = RunView(out_dir)
+        if export_to is not None:
+            from collabgen.view.export import export as export_page
+
+            written = export_page(run_view, export_to)
+            console.print(f"wrote {written} ({written.stat().st_size:,} bytes)", soft_wrap=True, highlight=False)
+            return
+        from collabgen.view.server import ViewServer
+
+        try:
+            server = ViewServer(run_view, host, port)
+        except OSError as err:
+            raise CollabgenError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+        console.print(f"collabgen view: {server.url} (read-only; Ctrl-C stops)", soft_wrap=True, highlight=False)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+
+@app.command()
 def export(
     out_dir: OutDirArg,
     to: Annotated[Path | None, typer.Option(metavar="DIR", help="write here instead of rewriting OUT_DIR's pairs in place",
