@@ -129,6 +129,7 @@ class RunView:
                 self._summary_key = key
             return self._summary
 
+    # long: one polars query (per turn, per conversation, then the joins); split, it reads worse
     def _build_summary(self) -> pl.DataFrame:
         manifest = self.manifest()
         candidates = self._scan("candidates")
@@ -249,6 +250,7 @@ class RunView:
 
     # ------------------------------------------------------------------ one conversation
 
+    # long: builds the one payload the page reads (turns, candidates, futures, pairs) in order
     def conversation(self, conv_id: str) -> dict[str, Any]:
         manifest = self.manifest()
         candidates = self._scan("candidates")

@@ -19,7 +19,6 @@ from collabgen.output.outdir import write_atomic
 from collabgen.view.data import RunView
 from collabgen.view.server import static_files, to_json
 
-
 _STYLE_TAG = '<link rel="stylesheet" href="static/style.css">'
 _SCRIPT_TAG = '<script src="static/app.js"></script>'
 
