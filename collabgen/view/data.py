@@ -119,10 +119,11 @@ class RunView:
     def summary(self) -> pl.DataFrame:
         """One row per conversation: id, task, status, reason, turns, candidates, pairs,
         flags, and each turn's chosen - rejected MR (`turn_gaps`)."""
+        manifest_path = OutDir(self.root).manifest_path
         key = tuple(
             (str(p), (st := p.stat()).st_size, st.st_mtime_ns)
             for config in OutDir.CONFIGS for p in self._files(config)
-        ) + ((str(OutDir(self.root).manifest_path), 0, OutDir(self.root).manifest_path.stat().st_mtime_ns),)
+        ) + ((str(manifest_path), 0, manifest_path.stat().st_mtime_ns),)
         with self._lock:
             if self._summary is None or self._summary_key != key:
                 self._summary = self._build_summary()
