@@ -105,3 +105,76 @@ def test_a_password_in_base_url_reaches_no_file_and_no_output(tmp_path, reachabl
     for path in written:
         assert URL_PASSWORD.encode() not in path.read_bytes() and basic.encode() not in path.read_bytes(), path
     assert "user:***@127.0.0.1" in (tmp_path / "out" / "manifest.json").read_text()
+
+
+INLINE_KEY = "inline-LEAKED-key-9876543210"
+
+
+def _quoting(script, secret):
+    """A script whose every reply also quotes `secret`, as a server echoing a key would."""
+    return lambda call: f"{script(call)} (sent with {secret})"
+
+
+def test_a_key_quoted_in_a_normal_reply_reaches_no_cache_journal_or_shard(tmp_path, monkeypatch):
+    from tests.scripts import POLICY, USER, math_policy, math_user
+
+    monkeypatch.setenv("COLLABGEN_TEST_SECRET", KEY)
+    with FakeLLMServer() as server:
+        install_math(server)
+        server.set_script(POLICY, _quoting(math_policy, KEY))
+        server.set_script(USER, _quoting(math_user, KEY))
+        recipe = math_recipe(server.base_url, tmp_path / "out", **{"task.limit": 2})
+        for role in recipe["models"].values():
+            role["api_key_env"] = "COLLABGEN_TEST_SECRET"
+        result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "r.yaml", recipe))])
+    assert result.exit_code == 0, result.output
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {"journal.jsonl", "manifest.json"} <= {p.name for p in written}
+    assert any(p.suffix == ".parquet" for p in written) and any("cache" in p.name for p in written)
+    for path in written:
+        assert KEY.encode() not in path.read_bytes(), path
+    journal = (tmp_path / "out/.collabgen/journal.jsonl").read_text()
+    assert f"(sent with {MASK})" in journal  # the reply is kept, the key in it masked
+    assert KEY not in result.output
+
+
+@pytest.mark.parametrize("how", ["inline", "set", "env"])
+def test_a_key_inside_extra_body_reaches_no_stamp_manifest_or_output(tmp_path, monkeypatch, how):
+    monkeypatch.setenv("MY_PROVIDER_API_KEY", INLINE_KEY)
+    with FakeLLMServer() as server:
+        install_math(server)
+        recipe = math_recipe(server.base_url, tmp_path / "out", **{"task.limit": 2})
+        value = {"inline": INLINE_KEY, "env": "${MY_PROVIDER_API_KEY}", "set": "overridden-later"}[how]
+        recipe["models"]["policy"]["extra_body"] = {"provider": {"api_key": value}, "max_tokens_hint": 7}
+        args = ["run", str(write_recipe(tmp_path / "r.yaml", recipe))]
+        if how == "set":
+            args += ["--set", f"models.policy.extra_body.provider.api_key={INLINE_KEY}"]
+        result = CliRunner().invoke(app, args)
+        sent = [call.body for call in server.calls if call.body.get("model") == recipe["models"]["policy"]["model"]]
+    assert result.exit_code == 0, result.output
+    assert sent and all(body["provider"]["api_key"] == INLINE_KEY for body in sent)  # the server still gets it
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {"recipe.json", "manifest.json"} <= {p.name for p in written}
+    for path in written:
+        assert INLINE_KEY.encode() not in path.read_bytes(), path
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert manifest["recipe"]["models"]["policy"]["extra_body"] == {"provider": {"api_key": MASK}, "max_tokens_hint": 7}
+    assert INLINE_KEY not in result.output
+
+
+def test_a_rotated_inline_key_keeps_the_fingerprint():
+    from collabgen.config.recipe import Recipe
+
+    def fingerprint(key: str) -> str:
+        data = math_recipe("http://127.0.0.1:9/v1", __import__("pathlib").Path("/tmp/unused"))
+        data["models"]["policy"]["extra_body"] = {"api_key": key, "top_k": 5}
+        return Recipe.from_dict(data).fingerprint()
+
+    assert fingerprint("first-key-aaaa") == fingerprint("second-key-bbbb")
+
+
+def test_secret_field_names():
+    from collabgen.config.secret_names import names_a_secret
+
+    assert all(map(names_a_secret, ["api_key", "X-Api-Key", "accessToken", "Authorization", "OPENAI_API_KEY"]))
+    assert not any(map(names_a_secret, ["max_tokens", "api_key_env", "keywords", "top_k", "tokens_per_minute"]))

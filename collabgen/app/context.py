@@ -18,6 +18,7 @@ from pathlib import Path
 
 from collabgen.config.errors import RecipeError, SeedError
 from collabgen.config.recipe import GenerationConfig, Recipe, TaskConfig, recipe_lines, where
+from collabgen.config.secrets import remember
 from collabgen.engine.collaboration import Collaboration, Roles
 from collabgen.engine.multiturn_reward import INTERACTIVITY_TEMPLATES, Scorer, metric_names
 from collabgen.engine.seeds import SkippedRow, iter_seeds
@@ -63,6 +64,7 @@ def prepare(recipe: Recipe, part: Slice | None = None, *, check_keys: bool = Tru
     `offline` (`collabgen plan`) never opens a Hub dataset: its seeds are counted from
     `task.limit` and their rows go unchecked, which `unchecked` says.
     """
+    remember(*recipe.inline_secrets())  # scrubbed from every reply, error and log from now on
     hub = (task_config or recipe.task).source.hub
     if offline and hub is not None and count_seeds:
         setup = prepare(recipe, part, check_keys=check_keys, task_config=task_config, count_seeds=False,

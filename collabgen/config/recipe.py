@@ -30,6 +30,7 @@ from pydantic import (
 
 from collabgen.config.errors import RecipeError
 from collabgen.config.overrides import Override, apply_overrides, describe_overrides
+from collabgen.config.secret_names import MIN_SECRET_LENGTH, mask_secret_fields, names_a_secret, secret_field_values
 from collabgen.config.yaml_lines import Location, line_of, load_yaml_with_lines
 from collabgen.prompting import Prompts
 
@@ -347,6 +348,8 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     source_file: Path | None = Field(default=None, exclude=True)
     _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
+    # Values interpolated from variables whose name says they are secret (`${MY_API_KEY}`).
+    _env_secrets: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("reward")
     @classmethod
@@ -364,15 +367,19 @@ class Recipe(_Strict):
         data, lines = load_yaml_with_lines(path)
         if not isinstance(data, dict):
             raise RecipeError(f"{path}:1: a recipe is a mapping with task, models, generation, reward, output")
-        data = _interpolate(data, (), path, lines)
+        env_secrets: list[str] = []
+        data = _interpolate(data, (), path, lines, env_secrets)
         if not overrides:
-            return cls.from_dict(data, path=path, lines=lines)
-        overridden = {tuple(o.path.split(".")) for o in overrides}
-        kept = {loc: line for loc, line in lines.items() if not any(loc[: len(o)] == o for o in overridden)}
-        try:
-            return cls.from_dict(apply_overrides(data, overrides), path=path, lines=kept)
-        except RecipeError as err:
-            raise RecipeError(f"{err}\n  (overrides in effect: {describe_overrides(overrides)})") from None
+            recipe = cls.from_dict(data, path=path, lines=lines)
+        else:
+            overridden = {tuple(o.path.split(".")) for o in overrides}
+            kept = {loc: line for loc, line in lines.items() if not any(loc[: len(o)] == o for o in overridden)}
+            try:
+                recipe = cls.from_dict(apply_overrides(data, overrides), path=path, lines=kept)
+            except RecipeError as err:
+                raise RecipeError(f"{err}\n  (overrides in effect: {describe_overrides(overrides)})") from None
+        recipe._env_secrets = env_secrets
+        return recipe
 
     @classmethod
     def from_dict(
@@ -404,6 +411,7 @@ class Recipe(_Strict):
             },
         )
         for role in semantic["models"].values():
+            _mask_role_secrets(role)  # a key rotated in extra_body is the same data
             for key in (
                 "base_url", "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute",
                 "timeout", "max_retries", "retry_wait", "retry_max_wait", "prices", "engine_args", "context_length",
@@ -416,14 +424,32 @@ class Recipe(_Strict):
 
     def public_dump(self) -> dict[str, Any]:
         """The recipe as it may appear in a manifest or card: key *names*, never values."""
-        return self.model_dump(mode="json", by_alias=True)
+        dump = self.model_dump(mode="json", by_alias=True)
+        for role in dump["models"].values():
+            _mask_role_secrets(role)
+        return dump
+
+    def inline_secrets(self) -> list[str]:
+        """Secret values the recipe itself holds: strings under secret-named keys of a role's
+        `extra_body` or `engine_args` (inline, `--set` or interpolated) and values of
+        secret-named variables it interpolates."""
+        values = [value for config in self.models.roles().values()
+                  for value in secret_field_values([config.extra_body, config.engine_args])]
+        return list(dict.fromkeys(values + self._env_secrets))
 
 
-def _interpolate(value: Any, loc: Location, path: Path, lines: dict[Location, int]) -> Any:
+def _mask_role_secrets(role: dict[str, Any]) -> None:
+    for field in ("extra_body", "engine_args"):
+        if field in role:
+            role[field] = mask_secret_fields(role[field])
+
+
+def _interpolate(value: Any, loc: Location, path: Path, lines: dict[Location, int], secrets: list[str]) -> Any:
+    """`value` with `${VAR}` substituted; values of secret-named variables go to `secrets`."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, loc + (k,), path, lines) for k, v in value.items()}
+        return {k: _interpolate(v, loc + (k,), path, lines, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, loc + (i,), path, lines) for i, v in enumerate(value)]
+        return [_interpolate(v, loc + (i,), path, lines, secrets) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -431,6 +457,8 @@ def _interpolate(value: Any, loc: Location, path: Path, lines: dict[Location, in
         name, default = match.group(1), match.group(2)
         found = os.environ.get(name)
         if found is not None:
+            if names_a_secret(name) and len(found) >= MIN_SECRET_LENGTH:
+                secrets.append(found)
             return found
         if default is not None:
             return default

@@ -24,10 +24,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from collabgen.config.recipe import Recipe
+from collabgen.config.secret_names import MASK, MIN_SECRET_LENGTH
 
 ALWAYS_SECRET = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
-MIN_SECRET_LENGTH = 4
-MASK = "***"
 
 
 def key_env_names(recipe: Recipe | Mapping[str, Any] | None) -> set[str]:
@@ -74,11 +73,14 @@ def base_urls(recipe: Recipe | Mapping[str, Any] | None) -> list[str]:
 
 def secret_values(recipe: Recipe | Mapping[str, Any] | None = None) -> list[str]:
     """Values of the recipe's key variables and of the usual provider and Hub tokens, in the
-    order of their variable names, then the credentials inside the roles' `base_url`s, so
-    two writers scrub the same text the same way."""
+    order of their variable names, then the credentials inside the roles' `base_url`s and
+    the recipe's inline secrets (`Recipe.inline_secrets`), so two writers scrub the same
+    text the same way."""
     names = key_env_names(recipe) | set(ALWAYS_SECRET)
     values = [os.environ.get(name) for name in sorted(names)]
     values += [secret for url in base_urls(recipe) for secret in url_credentials(url)]
+    if isinstance(recipe, Recipe):
+        values += recipe.inline_secrets()  # a dump (a manifest's recipe) holds them masked already
     return [value for value in dict.fromkeys(values) if value and len(value) >= MIN_SECRET_LENGTH]
 
 

@@ -68,12 +68,13 @@ class ChatResult:
     report: CallReport = field(default_factory=CallReport, compare=False)
     tokens_estimated: bool = False  # the server gave no usable completion count: estimated (`token_usage`)
 
-    def with_valid_text(self) -> ChatResult:
-        """The result with every lone surrogate (`\\ud800` in a server's JSON: valid JSON,
-        not Unicode, so no file, shard or request can carry it) replaced by U+FFFD."""
-        if not any(_LONE_SURROGATE.search(text) for text in self.texts):
-            return self
-        return dataclasses.replace(self, texts=[_LONE_SURROGATE.sub("\ufffd", text) for text in self.texts])
+    def with_clean_text(self) -> ChatResult:
+        """The result as it may be stored: every lone surrogate (`\\ud800` in a server's JSON:
+        valid JSON, not Unicode, so no file, shard or request can carry it) replaced by
+        U+FFFD, and every known key (`scrub_known`) masked. A server that quotes the key in a
+        normal reply would otherwise put it in the cache, the journal and the shards."""
+        texts = [scrub_known(_LONE_SURROGATE.sub("\ufffd", text)) for text in self.texts]
+        return self if texts == self.texts else dataclasses.replace(self, texts=texts)
 
     def cacheable(self) -> dict[str, object]:
         """What the request cache stores: the reply, not the transient rate hint."""

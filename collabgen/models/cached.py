@@ -25,8 +25,8 @@ class CachedBackend(BackendLayer):
         key = self.key(request)
         hit = self.cache.get(key)
         if hit is not None:
-            # with_valid_text: a cache written before replies were cleaned replays clean
-            return dataclasses.replace(hit.with_valid_text(), report=CallReport(cached=True))
+            # with_clean_text: a cache written before replies were cleaned replays clean
+            return dataclasses.replace(hit.with_clean_text(), report=CallReport(cached=True))
         result = await self.inner.complete(request)
         if not result.report.cached:
             self.cache.put(key, result)

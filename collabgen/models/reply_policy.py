@@ -48,7 +48,7 @@ class ReplyPolicy(BackendLayer):
         self.max_tokens_cap = max_tokens_cap
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        result = (await self.inner.complete(request)).with_valid_text()  # what is cached is usable
+        result = (await self.inner.complete(request)).with_clean_text()  # what is cached is usable
         for check in self.checks:
             problem = check(result)
             if problem is not None:
