@@ -26,9 +26,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from collabgen.config.errors import CollabgenError
+from collabgen.config.errors import CollabgenError, NoSpaceError
 from collabgen.config.secrets import install_log_scrubber, scrub_known
 from collabgen.engine.selection import PairsPerTurn
+from collabgen.output.diskspace import is_out_of_space, no_space_error
 
 ExportFormat = Literal["collabgen", "collabllm"]
 
@@ -110,15 +111,20 @@ def _error(message: str) -> None:
 @contextmanager
 def _exit_on_error() -> Iterator[None]:
     """The one mapping from errors to exit codes: a CollabgenError prints and exits with its
-    code; a file the OS refuses (permissions, immutable, read-only, full) exits 2 naming
-    it; Ctrl-C outside a run's own handling exits 130."""
+    code; a full disk, whichever library hit it, exits 3 naming where; a file the OS
+    refuses (permissions, immutable, read-only) exits 2 naming it; Ctrl-C outside a run's
+    own handling exits 130."""
     try:
         yield
     except CollabgenError as err:
         _error(str(err))
         raise typer.Exit(err.exit_code) from None
-    except OSError as err:
-        if err.errno not in _ENVIRONMENT_ERRNOS:
+    except Exception as err:
+        if is_out_of_space(err):
+            where = Path(err.filename) if isinstance(err, OSError) and err.filename else Path.cwd()
+            _error(str(no_space_error(where)))
+            raise typer.Exit(NoSpaceError.exit_code) from None
+        if not isinstance(err, OSError) or err.errno not in _ENVIRONMENT_ERRNOS:
             raise
         _error(f"{err.filename or ''}: {err.strerror}".lstrip(": "))
         raise typer.Exit(2) from None

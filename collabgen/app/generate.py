@@ -41,6 +41,7 @@ from collabgen.models.executor import CallFailed
 from collabgen.models.gate import CallGate, CallsStopped
 from collabgen.models.usage import UsageBook, UsageTee
 from collabgen.output.card import write_card
+from collabgen.output.diskspace import is_out_of_space, stop_on_full_disk
 from collabgen.output.finalize import write_shards
 from collabgen.output.lock import OutDirLock
 from collabgen.output.manifest import SKIPPED_LISTED, SkippedRows, build_manifest, confidence_summary, cost
@@ -241,6 +242,8 @@ class Generation:
             # never a score. The conversation fails with the reason; its finished turns stay.
             reason = _reason(err)
         except Exception as err:  # a bug must not take the other conversations down, nor hide
+            if is_out_of_space(err, Path(self.context.setup.recipe.output.dir)):
+                raise  # not this conversation's failure: the run stops (`stop_on_full_disk`)
             log.error("conversation %s: internal error\n%s", conv_id, traceback.format_exc())
             reason = f"internal error: {err!r}"
         gate.close("its conversation failed")  # branches of the failed turn make no new calls
@@ -281,7 +284,7 @@ async def run_async(
     setup = prepare(recipe, part, check_keys=backends is None)
     for warning in await check_endpoints(recipe, skip=set(backends or ())):
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
-    with hold_out_dir(recipe, part, wait=wait, console=console):
+    with stop_on_full_disk(Path(recipe.output.dir)), hold_out_dir(recipe, part, wait=wait, console=console):
         layout = prepare_out_dir(recipe, overwrite, Partition.of(part))
         state = layout.state(part)
         async with open_context(setup, cache_path=state.cache, backends=backends) as context:

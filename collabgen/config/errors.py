@@ -41,3 +41,9 @@ class OutputError(CollabgenError):
 
 class OutDirBusyError(CollabgenError):
     """Another collabgen process holds the out dir (or the slice) this run would write."""
+
+
+class NoSpaceError(CollabgenError):
+    """The disk holding the out dir is full: not bad input, nothing lost; free space and rerun."""
+
+    exit_code = 3
