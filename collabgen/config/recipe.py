@@ -337,6 +337,16 @@ class EvalConfig(_Strict):
     bootstrap: int = Field(default=2000, ge=100)
     seed: int = 0
     conversations: int = Field(default=16, ge=1)
+    # Left out of dumps at its default, like the `exclude_if` fields above, so recipe
+    # fingerprints made before it existed do not change.
+    on_training_seeds: bool = Field(
+        default=False,
+        exclude_if=lambda value: value is False,
+        description=(
+            "evaluate on the task's own seeds on purpose: without it, `collabgen eval` refuses a local "
+            "task.source with no eval.source and no select.split, as it would score the training seeds"
+        ),
+    )
 
 
 class Recipe(_Strict):
