@@ -260,6 +260,21 @@ def test_eval_takes_the_other_part_of_the_split(tmp_path):
     assert len(train) == 21 and len(test) == 9 and not train & test
 
 
+def test_eval_takes_the_test_part_top_parts_sizes(tmp_path):
+    items = medium_items(900)
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", [{**r, "problem": f"p{r['id']}", "solution": "$\\boxed{1}$"}
+                                                   for r in items])
+    select_config = {**MEDIUM_PARTS, "top_parts": {"train": 0.2, "test": 0.05},
+                     "split": {"seed": 42, "part": "train", "test_first": True}}
+    data = math_recipe(UNUSED, tmp_path / "out", **{"task.source": {"path": str(seeds), "select": select_config},
+                                                     "eval": {"limit": None}})
+    recipe = load_recipe(data)
+    train = {s.problem for _, s in iter_seeds(MathTask(), recipe.task)}
+    test = {s.problem for _, s in iter_seeds(MathTask(), eval_task_config(recipe))}
+    with_key = sum(1 for r in items if r["timestamp"] is not None)
+    assert (len(train), len(test)) == (int(with_key * 0.2), int(with_key * 0.05)) and not train & test
+
+
 def test_a_run_skips_too_long_rows_counts_them_and_finishes(tmp_path):
     rows = math_rows(9)
     rows[4]["problem"] = "What is " + "1 + " * 400 + "1?"  # well over 64 tokens
