@@ -8,6 +8,7 @@ import re
 from typer.testing import CliRunner
 
 from collabgen.cli import app
+from collabgen.config.recipe import Recipe
 from tests.fakeserver import FakeLLMServer, ScriptCall
 from tests.helpers import math_recipe, write_recipe
 from tests.scripts import install_math
@@ -75,3 +76,30 @@ def test_eval_rejects_a_bad_policy_spec(tmp_path):
     path = write_recipe(tmp_path / "r.yaml", recipe)
     result = CliRunner().invoke(app, ["eval", str(path), "--policy", "name=x,temperature=hot"])
     assert result.exit_code == 2 and "--policy" in result.output and "temperature" in result.output
+
+
+def test_eval_refuses_the_training_seeds_of_a_local_source_without_a_split(tmp_path):
+    with FakeLLMServer() as server:
+        install_math(server)
+        recipe = math_recipe(server.base_url, tmp_path / "out")
+        recipe["eval"] = {"limit": 2, "max_turns": 2, "bootstrap": 200}
+        path = write_recipe(tmp_path / "r.yaml", recipe)
+        args = ["eval", str(path), "--policy", "name=direct,model=direct"]
+        result = CliRunner().invoke(app, args)
+        assert server.calls == [] and not (tmp_path / "out" / "eval").exists()
+        server.set_script("direct", direct)
+        on_purpose = CliRunner().invoke(app, [*args, "--set", "eval.on_training_seeds=true"])
+        assert on_purpose.exit_code == 0, on_purpose.output
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    line = next(i for i, row in enumerate(path.read_text().splitlines(), 1) if row.startswith("eval:"))
+    assert f"{path}:{line}: eval.source: not set" in text
+    assert "would score the seeds the run trains on" in text
+    assert all(hint in text for hint in ("task.source.select.split", "eval.on_training_seeds: true"))
+
+
+def test_on_training_seeds_is_left_out_of_dumps_at_its_default(tmp_path):
+    data = math_recipe("http://127.0.0.1:9/v1", tmp_path / "out")
+    assert "on_training_seeds" not in Recipe.from_dict(data).model_dump()["eval"]
+    data["eval"] = {"on_training_seeds": True}
+    assert Recipe.from_dict(data).model_dump()["eval"]["on_training_seeds"] is True

@@ -97,6 +97,70 @@ def test_newest_rows_and_a_test_first_split_are_the_references(part):
     assert stats.skipped["other_part"] == (n_test if part == "train" else n_train)
 
 
+def reference_medium_parts(items: list[dict]) -> dict[str, set[int]]:
+    """examples/single_turn_ds/medium.py's counts, inline: int(N * 0.005) test and
+    int(N * 0.02) train rows of all N articles with a timestamp, the newest, shuffled with
+    random.Random(42), the test part first."""
+    full = sorted((row for row in items if row["timestamp"] is not None), key=lambda x: x["timestamp"])
+    n_test, n_train = int(len(full) * 0.005), int(len(full) * 0.02)
+    recent = full[len(full) - (n_train + n_test):]
+    random.Random(42).shuffle(recent)
+    return {"test": {r["id"] for r in recent[:n_test]}, "train": {r["id"] for r in recent[n_test:]}}
+
+
+MEDIUM_PARTS = {"sort_by": "timestamp", "top_parts": {"train": 0.02, "test": 0.005}}
+
+
+def medium_parts(items: list[dict], part: str, stats: SelectionStats | None = None) -> list[dict]:
+    return select(items, stats, **MEDIUM_PARTS, split={"seed": 42, "part": part, "test_first": True})
+
+
+def test_top_parts_keeps_the_references_medium_rows_for_the_dumps_size():
+    n = 192368  # fabiochiu/medium-articles: int(0.025 N) = 4809, the reference keeps 3847 + 961
+    items = [{"id": i, "timestamp": f"2020-{i % 12 + 1:02d}-{i * 7919 % 28 + 1:02d}"} for i in range(n)]
+    expected = reference_medium_parts(items)
+    stats = SelectionStats()
+    kept = {part: {r["id"] for r in medium_parts(items, part, stats if part == "test" else None)}
+            for part in ("train", "test")}
+    assert (len(kept["train"]), len(kept["test"])) == (int(0.02 * n), int(0.005 * n)) == (3847, 961)
+    assert kept == expected
+    assert stats.skipped == {"not_top": n - 3847 - 961, "other_part": 3847}
+
+
+def test_top_parts_counts_each_part_on_its_own_for_small_sizes():
+    differs = 0
+    for n in range(1, 700, 3):
+        items = medium_items(n)
+        with_key = sum(1 for r in items if r["timestamp"] is not None)
+        expected = reference_medium_parts(items)
+        kept = {part: {r["id"] for r in medium_parts(items, part)} for part in ("train", "test")}
+        assert len(kept["train"]) + len(kept["test"]) == int(0.02 * with_key) + int(0.005 * with_key)
+        assert kept == expected, n
+        whole = select(items, **MEDIUM_PARTS)  # no split: both parts, newest first
+        assert {r["id"] for r in whole} == expected["train"] | expected["test"]
+        differs += int(0.025 * with_key) != len(whole)
+    assert differs  # one share of 2.5% keeps another count for some of these sizes
+
+
+@pytest.mark.parametrize(("select_config", "message"), [
+    ({**MEDIUM_PARTS, "split": {"seed": 42, "train_fraction": 0.8}}, "size the split once"),
+    ({"sort_by": "timestamp", "top_fraction": 0.025, "split": {"seed": 42}}, "size the split once"),
+    ({"split": {"seed": 42}}, "size the split once"),
+    ({"sort_by": "timestamp", "top_parts": {"train": 0.9, "test": 0.2}}, "at most 1"),
+    ({"sort_by": "timestamp", "top_fraction": 0.02, "top_parts": {"train": 0.02, "test": 0.005}}, "exactly one of"),
+    ({"top_parts": {"train": 0.02, "test": 0.005}}, "give `sort_by`"),
+])
+def test_a_split_is_sized_once_and_top_parts_are_shares(select_config, message):
+    with pytest.raises(ValueError, match=message):
+        SelectConfig(**select_config)
+
+
+def test_top_parts_leave_the_dumps_of_recipes_without_them_unchanged():
+    config = SelectConfig(sort_by="t", top_fraction=0.025, split={"seed": 42, "train_fraction": 0.8})
+    assert "top_parts" not in config.model_dump() and config.model_dump()["split"]["train_fraction"] == 0.8
+    assert "train_fraction" not in SelectConfig(**MEDIUM_PARTS, split={"seed": 42}).model_dump()["split"]
+
+
 def test_top_fraction_counts_first_then_keeps_that_share():
     items = medium_items(1000)
     with_key = sum(1 for r in items if r["timestamp"] is not None)
@@ -194,6 +258,21 @@ def test_eval_takes_the_other_part_of_the_split(tmp_path):
     train = {s.problem for _, s in iter_seeds(task, recipe.task)}
     test = {s.problem for _, s in iter_seeds(task, eval_task_config(recipe))}
     assert len(train) == 21 and len(test) == 9 and not train & test
+
+
+def test_eval_takes_the_test_part_top_parts_sizes(tmp_path):
+    items = medium_items(900)
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", [{**r, "problem": f"p{r['id']}", "solution": "$\\boxed{1}$"}
+                                                   for r in items])
+    select_config = {**MEDIUM_PARTS, "top_parts": {"train": 0.2, "test": 0.05},
+                     "split": {"seed": 42, "part": "train", "test_first": True}}
+    data = math_recipe(UNUSED, tmp_path / "out", **{"task.source": {"path": str(seeds), "select": select_config},
+                                                     "eval": {"limit": None}})
+    recipe = load_recipe(data)
+    train = {s.problem for _, s in iter_seeds(MathTask(), recipe.task)}
+    test = {s.problem for _, s in iter_seeds(MathTask(), eval_task_config(recipe))}
+    with_key = sum(1 for r in items if r["timestamp"] is not None)
+    assert (len(train), len(test)) == (int(with_key * 0.2), int(with_key * 0.05)) and not train & test
 
 
 def test_a_run_skips_too_long_rows_counts_them_and_finishes(tmp_path):

@@ -76,8 +76,9 @@ def test_the_default_recipes_build_the_datasets_as_the_reference_does():
     math = Recipe.from_yaml(RECIPES / "math.yaml")
     assert math.task.source.select.where == {"level": "Level 5"} and math.eval.split == "test"
     medium = Recipe.from_yaml(RECIPES / "mediumdoc.yaml").task.source.select
-    assert (medium.sort_by, medium.descending, medium.top_fraction) == ("timestamp", True, 0.025)
-    assert medium.split.model_dump() == {"seed": 42, "train_fraction": 0.8, "part": "train", "test_first": True}
+    assert (medium.sort_by, medium.descending, medium.top_fraction) == ("timestamp", True, None)
+    assert medium.top_parts.model_dump() == {"train": 0.02, "test": 0.005}
+    assert medium.split.model_dump() == {"seed": 42, "part": "train", "test_first": True}
     assert medium.max_tokens.model_dump() == {"column": "text", "limit": 512}
     code = Recipe.from_yaml(RECIPES / "bigcodebench.yaml")
     assert code.task.source.hub.split == code.eval.split == "v0.1.2"

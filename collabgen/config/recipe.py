@@ -57,12 +57,36 @@ class HubSource(_Strict):
 class SplitConfig(_Strict):
     """A seeded train/test split of the selected rows, the reference's way: their positions
     shuffled with Python's `random.Random(seed)`; the first `int(n * train_fraction)` are
-    train and the rest test (`test_first`: the first `n - int(n * train_fraction)` are test)."""
+    train and the rest test (`test_first`: the first `n - int(n * train_fraction)` are test).
+    Without `train_fraction`, the parts have the sizes `select.top_parts: {train, test}`
+    gives them, counted on all the rows (Medium's split in the reference)."""
 
     seed: int = 0
-    train_fraction: float = Field(gt=0, lt=1)
+    # Left out of dumps when unset, so recipes that give it keep their fingerprint.
+    train_fraction: float | None = Field(default=None, gt=0, lt=1, exclude_if=lambda value: value is None)
     part: Literal["train", "test"] = "train"
     test_first: bool = False
+
+
+class TopParts(_Strict):
+    """`select.top_parts`: the top rows as two shares of all N rows, each rounded down on
+    its own, as the reference counts Medium's parts: `int(N * train) + int(N * test)` rows
+    are kept (`top_fraction: train + test` keeps `int(N * (train + test))`, one row fewer
+    for about half of all N), and a `split` without `train_fraction` makes `int(N * test)`
+    of them the test part and the rest train."""
+
+    train: float = Field(gt=0, le=1)
+    test: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _at_most_all(self) -> TopParts:
+        if self.train + self.test > 1:
+            raise ValueError("train + test must be at most 1 (of all the rows)")
+        return self
+
+    def counts(self, n: int) -> tuple[int, int]:
+        """(train rows, test rows) of `n` rows: each share rounded down, as `int(n * share)`."""
+        return int(n * self.train), int(n * self.test)
 
 
 class TokenLimit(_Strict):
@@ -74,29 +98,41 @@ class TokenLimit(_Strict):
 
 class SelectConfig(_Strict):
     """Which rows of the source become seeds, in this order (all on source *columns*):
-    `where` (equality: a value or a list of accepted values), `sort_by` with `top` or
-    `top_fraction` (the rows with the largest keys, or the smallest with `descending:
-    false`; rows without a key are skipped; only those rows are held in memory), `split`,
-    then `max_tokens`. Then `task.offset` / `task.limit` apply. Skipped rows are counted,
-    never an error; a selection that needs the row count first (`top_fraction`, or `split`
-    without `sort_by`) reads the source twice."""
+    `where` (equality: a value or a list of accepted values), `sort_by` with `top`,
+    `top_fraction` or `top_parts` (the rows with the largest keys, or the smallest with
+    `descending: false`; rows without a key are skipped; only those rows are held in
+    memory), `split`, then `max_tokens`. Then `task.offset` / `task.limit` apply. Skipped
+    rows are counted, never an error; a selection that needs the row count first
+    (`top_fraction`, `top_parts`, or `split` without `sort_by`) reads the source twice."""
 
     where: dict[str, Any] = Field(default_factory=dict)
     sort_by: str | None = None
     descending: bool = True
     top: int | None = Field(default=None, ge=1)
     top_fraction: float | None = Field(default=None, gt=0, le=1)
+    top_parts: TopParts | None = Field(  # left out of dumps when unset: fingerprints do not change
+        default=None, exclude_if=lambda value: value is None,
+        description="{train: F, test: F}: int(N * F) rows each, of all N rows (Medium's parts)",
+    )
     split: SplitConfig | None = None
     max_tokens: TokenLimit | None = None
 
     @model_validator(mode="after")
     def _top_needs_sort(self) -> SelectConfig:
-        bounded = (self.top is not None) + (self.top_fraction is not None)
+        bounded = (self.top is not None) + (self.top_fraction is not None) + (self.top_parts is not None)
         if self.sort_by is not None and bounded != 1:
-            raise ValueError("sort_by needs exactly one of `top` (rows) or `top_fraction` (of the rows): "
-                             "sorted rows are held in memory, so their number must be bounded")
+            raise ValueError("sort_by needs exactly one of `top` (rows), `top_fraction` (of the rows) or "
+                             "`top_parts` (two shares of the rows): sorted rows are held in memory, so their "
+                             "number must be bounded")
         if self.sort_by is None and bounded:
-            raise ValueError("`top` / `top_fraction` keep the first rows of a sort: give `sort_by`")
+            raise ValueError("`top` / `top_fraction` / `top_parts` keep the first rows of a sort: give `sort_by`")
+        return self
+
+    @model_validator(mode="after")
+    def _split_sized_once(self) -> SelectConfig:
+        if self.split is not None and (self.split.train_fraction is None) != (self.top_parts is not None):
+            raise ValueError("size the split once: `split.train_fraction`, or `top_parts: {train: F, test: F}` "
+                             "with no train_fraction")
         return self
 
 
@@ -337,6 +373,16 @@ class EvalConfig(_Strict):
     bootstrap: int = Field(default=2000, ge=100)
     seed: int = 0
     conversations: int = Field(default=16, ge=1)
+    # Left out of dumps at its default, like the `exclude_if` fields above, so recipe
+    # fingerprints made before it existed do not change.
+    on_training_seeds: bool = Field(
+        default=False,
+        exclude_if=lambda value: value is False,
+        description=(
+            "evaluate on the task's own seeds on purpose: without it, `collabgen eval` refuses a local "
+            "task.source with no eval.source and no select.split, as it would score the training seeds"
+        ),
+    )
 
 
 class Recipe(_Strict):

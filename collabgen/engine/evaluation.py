@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from collabgen.config.errors import RecipeError
-from collabgen.config.recipe import GenerationConfig, ModelConfig, Recipe, TaskConfig
+from collabgen.config.recipe import GenerationConfig, ModelConfig, Recipe, TaskConfig, recipe_lines, where
 from collabgen.engine.collaboration import Collaboration, Roles
 from collabgen.engine.multiturn_reward import Scorer
 from collabgen.models.base import Message
@@ -111,7 +111,9 @@ class EvalResult:
 def eval_task_config(recipe: Recipe) -> TaskConfig:
     """The held-out seeds: `eval.source`, or the task's source with the Hub split swapped for
     `eval.split` and, when the task's source splits its rows (`select.split`), the
-    `eval.part` of that split (the test part by default)."""
+    `eval.part` of that split (the test part by default). A local task source with neither
+    is refused (`refuse_training_seeds`)."""
+    refuse_training_seeds(recipe)
     source = recipe.eval.source or recipe.task.source
     if recipe.eval.source is None and source.hub is not None and recipe.eval.split:
         source = source.model_copy(update={"hub": source.hub.model_copy(update={"split": recipe.eval.split})})
@@ -120,6 +122,30 @@ def eval_task_config(recipe: Recipe) -> TaskConfig:
         held_out = select.split.model_copy(update={"part": recipe.eval.part})
         source = source.model_copy(update={"select": select.model_copy(update={"split": held_out})})
     return recipe.task.model_copy(update={"source": source, "limit": recipe.eval.limit, "offset": recipe.eval.offset})
+
+
+def refuse_training_seeds(recipe: Recipe) -> None:
+    """Refuse to evaluate on the seeds the run trains on, unless `eval.on_training_seeds`.
+
+    With no `eval.source`, a local task source without `select.split` has no held-out part
+    (a Hub source has: `eval.split`), so the scores would be on training seeds and look
+    better than the policy is: an error before any call, not a silent default."""
+    source, evaluation = recipe.task.source, recipe.eval
+    if evaluation.source is not None or evaluation.on_training_seeds or source.hub is not None:
+        return
+    if source.select is not None and source.select.split is not None:
+        return
+    lines = recipe_lines(recipe)
+    # The line of eval.source (or of `eval:`) when the file has one, else of the task's seed file.
+    field = ("eval", "source") if ("eval",) in lines else ("task", "source", "path")
+    raise RecipeError(
+        where(recipe.source_file, lines, field)
+        + f"eval.source: not set, and task.source.path ({source.path}) is a local file with no "
+        "select.split, so `collabgen eval` would score the seeds the run trains on. Give held-out "
+        "seeds in eval.source (e.g. {path: held_out.jsonl}), split the task's rows with "
+        "task.source.select.split (eval takes its eval.part, the test part by default), or set "
+        "eval.on_training_seeds: true to evaluate on the training seeds on purpose"
+    )
 
 
 def eval_dir(recipe: Recipe) -> Path:

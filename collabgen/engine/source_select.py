@@ -3,19 +3,23 @@
 Stages, in order, on source columns (before `task.source.fields` maps them):
 
 1. `where`: keep rows whose column equals the value (or one of a list of values).
-2. `sort_by` + `top` / `top_fraction`: keep the rows with the largest keys (the smallest
-   with `descending: false`); ties keep the later row, as the tail of a stable ascending
-   sort does (the reference's "most recent articles"). Rows without a key are skipped.
-   Only the kept rows are held in memory, on a heap, so the source itself streams.
+2. `sort_by` + `top` / `top_fraction` / `top_parts`: keep the rows with the largest keys
+   (the smallest with `descending: false`); ties keep the later row, as the tail of a
+   stable ascending sort does (the reference's "most recent articles"). Rows without a key
+   are skipped. Only the kept rows are held in memory, on a heap, so the source itself
+   streams. `top_parts: {train, test}` keeps `int(N * train) + int(N * test)` of all N
+   rows, the reference's Medium count, exactly.
 3. `split`: the kept rows' positions (in source order; after a sort, in ascending key
    order, as the reference lists them) shuffled with `random.Random(seed)`, as the
-   reference does for BigCodeBench and Medium; `part` keeps train or test.
+   reference does for BigCodeBench and Medium; `part` keeps train or test. With
+   `top_parts` and no `train_fraction`, the train part has `int(N * train)` rows.
 4. `max_tokens`: rows whose column has more cl100k tokens than the limit are skipped.
 
 Sorted rows then come out in the sort's order (newest first with `descending`). Every
 row left out is counted by reason in `SelectionStats` (the run's manifest and log show
-them); none is an error. A selection that needs the row count first (`top_fraction`, or
-`split` without `sort_by`) reads the source twice; a split keeps one byte per row.
+them); none is an error. A selection that needs the row count first (`top_fraction`,
+`top_parts`, or `split` without `sort_by`) reads the source twice; a split keeps one byte
+per row.
 """
 
 from __future__ import annotations
@@ -73,9 +77,10 @@ def select_rows(open_rows: Callable[[], Iterator[Row]], select: SelectConfig | N
         return
     rows = _where(_readable(open_rows()), select.where, stats)
     if select.sort_by is not None:
-        kept = _top(rows, select, _top_count(open_rows, select), stats)
+        k, n_train = _top_count(open_rows, select)
+        kept = _top(rows, select, k, stats)
         if select.split is not None:
-            keep = _split_mask(len(kept), select.split)
+            keep = _split_mask(len(kept), select.split, n_train)
             stats.skipped["other_part"] = stats.skipped.get("other_part", 0) + keep.count(0)
             kept = [row for row, chosen in zip(kept, keep) if chosen]
         rows = iter(reversed(kept) if select.descending else kept)
@@ -120,11 +125,16 @@ def _count(open_rows: Callable[[], Iterator[Row]], select: SelectConfig) -> int:
     return sum(1 for _, row in rows if row.get(select.sort_by) is not None)
 
 
-def _top_count(open_rows: Callable[[], Iterator[Row]], select: SelectConfig) -> int:
+def _top_count(open_rows: Callable[[], Iterator[Row]], select: SelectConfig) -> tuple[int, int | None]:
+    """How many top rows to keep, and, with `top_parts`, how many of them are train (each
+    part rounded down on its own, of all the rows, as the reference counts Medium's)."""
     if select.top is not None:
-        return select.top
+        return select.top, None
+    if select.top_parts is not None:
+        n_train, n_test = select.top_parts.counts(_count(open_rows, select))
+        return n_train + n_test, n_train
     assert select.top_fraction is not None
-    return math.floor(_count(open_rows, select) * select.top_fraction)
+    return math.floor(_count(open_rows, select) * select.top_fraction), None
 
 
 def _top(rows: Iterator[Row], select: SelectConfig, k: int, stats: SelectionStats) -> list[Row]:
@@ -182,13 +192,17 @@ class _Key:
         return id(self)
 
 
-def _split_mask(n: int, split: SplitConfig) -> bytearray:
+def _split_mask(n: int, split: SplitConfig, n_train: int | None = None) -> bytearray:
     """One byte per position: 1 for the positions of `split.part`. The reference's way:
     `random.Random(seed).shuffle(list(range(n)))`, the first `int(n * train_fraction)` train
-    (with `test_first`, the first `n - int(n * train_fraction)` test)."""
+    (with `test_first`, the first `n - int(n * train_fraction)` test); `n_train` (from
+    `top_parts`) gives the train count instead."""
     order = list(range(n))
     random.Random(split.seed).shuffle(order)
-    n_train = int(n * split.train_fraction)
+    if n_train is None:
+        assert split.train_fraction is not None  # the recipe check: a split is sized once
+        n_train = int(n * split.train_fraction)
+    n_train = min(n_train, n)  # fewer rows than counted: the source changed between its reads
     first, first_part = (n - n_train, "test") if split.test_first else (n_train, "train")
     mask = bytearray(n)
     chosen = order[:first] if split.part == first_part else order[first:]
