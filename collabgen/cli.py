@@ -220,11 +220,18 @@ def _run_on_ray(recipe: Any, slices: int | None, address: str | None, overwrite:
                     max_failure_rate=recipe.generation.max_failure_rate), console)
 
 
+def _sft_count(report: Any) -> str:
+    """The sft/ rows, and how many finished conversations the recipe's filter left out."""
+    if report.sft_filtered is None:
+        return str(report.sft)
+    return f"{report.sft} ({report.sft_filtered} below output.sft.min_final, left out)"
+
+
 def _print_run_summary(report: Any, console: Console) -> None:
     table = Table(title=f"collabgen run: {report.out_dir}", show_header=False)
     for label, value in (
         ("seeds", report.seeds), ("conversations ok", report.ok), ("conversations failed", report.failed),
-        ("pairs", report.pairs), ("sft trajectories", report.sft), ("candidates", report.candidates),
+        ("pairs", report.pairs), ("sft trajectories", _sft_count(report)), ("candidates", report.candidates),
         ("paid calls this run", report.paid_calls), ("cached calls this run", report.cached_calls),
         ("tokens this run (in/out)", _tokens(report.tokens)), ("cost this run", _costs(report.cost_usd)),
         ("elapsed", f"{report.elapsed_seconds:.1f}s"),

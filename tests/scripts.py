@@ -160,8 +160,7 @@ def task_judge(call: ScriptCall) -> str:
         return judge(call)
     conversation = _between(prompt, "<<<CONVERSATION", "CONVERSATION>>>")
     if '{"document"' in prompt:
-        drafts = re.findall(r"^ASSISTANT: DRAFT: (.*)$", conversation, re.MULTILINE)
-        return json.dumps({"document": drafts[-1] if drafts else ""})
+        return json.dumps({"document": extract_document(prompt, conversation)})
     if '{"code"' in prompt:
         blocks = re.findall(r"```python\n(.*?)```", conversation, re.DOTALL)
         return json.dumps({"code": blocks[-1] if blocks else ""})
@@ -173,6 +172,30 @@ def task_judge(call: ScriptCall) -> str:
 
 # --------------------------------------------------------------------------- tasks: document
 # The user reveals the article only when asked; a draft written without it is the title.
+
+ASSEMBLE_SECTIONS = "assemble the latest version of every section"
+"""What the extraction prompt must ask for the scripted judge to join a document written in sections."""
+
+
+def extract_document(prompt: str, conversation: str) -> str:
+    """The extraction judge as a literal reader: the assistant's `DRAFT: ...` messages are
+    whole documents, its `SECTION <n>: ...` messages parts of one. Asked to assemble the
+    latest version of every section, it joins them in order (a later draft starts over);
+    asked for anything else (e.g. "the latest full draft"), it copies the last message
+    that holds document text, which for a sectioned document is its last section."""
+    found = re.findall(r"^ASSISTANT: (?:DRAFT: (.*)|SECTION (\d+): (.*))$", conversation, re.MULTILINE)
+    if not found:
+        return ""
+    if ASSEMBLE_SECTIONS not in prompt:
+        draft, _, section = found[-1]
+        return draft or section
+    sections: dict[int, str] = {}
+    for draft, number, section in found:
+        if number:
+            sections[int(number)] = section
+        else:
+            sections = {0: draft}
+    return "\n\n".join(text for _, text in sorted(sections.items()))
 
 
 def document_user(call: ScriptCall) -> str:
@@ -205,6 +228,61 @@ def document_policy(call: ScriptCall) -> str:
 def install_document(server) -> None:
     server.set_script(POLICY, document_policy)
     server.set_script(USER, document_user)
+    server.set_script(JUDGE, task_judge)
+
+
+# A document written in two sections: once the article is revealed, the policy writes its
+# first half, then (told to go on) its second; the user is satisfied once both are there.
+
+
+def article_sections(article: str) -> list[str]:
+    words = article.split()
+    return [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2:])]
+
+
+def _written_sections(chat: list[tuple[str, str]]) -> dict[int, str]:
+    sections: dict[int, str] = {}
+    for role, content in chat:
+        found = re.fullmatch(r"SECTION (\d+): (.*)", content) if role == "assistant" else None
+        if found:
+            sections[int(found.group(1))] = found.group(2)
+    return sections
+
+
+def sectioned_document_user(call: ScriptCall) -> str:
+    view = sim_view(call)
+    title = _between(view.system, "The title of your article:", "\n\n")
+    article = _between(view.system, "<<<ARTICLE", "ARTICLE>>>")
+    if view.opening:
+        return say(f"hi, can you help me write an article called '{title}'")
+    if view.last.startswith("SECTION "):
+        written = " ".join(text for _, text in sorted(_written_sections(view.chat).items()))
+        if written == article:
+            return say("perfect, that's all of it!", satisfied=True, why="both sections are my article")
+        return say("good, go on with the next section.")
+    if "?" in view.last:
+        return say(f"It should say: {article}")
+    return say("ok")
+
+
+def sectioned_document_policy(call: ScriptCall) -> str:
+    said = _user_said(call)
+    revealed = [s.split("It should say: ", 1)[1] for s in said if s.startswith("It should say: ")]
+    if revealed:
+        done = sum(1 for m in call.messages if m["role"] == "assistant" and m["content"].startswith("SECTION "))
+        sections = article_sections(revealed[-1])
+        if done < len(sections):
+            return f"SECTION {done + 1}: {sections[done]}"
+        return "That is the whole article, both sections."
+    if is_proactive(call):
+        return "Happy to help! What should the article say?"
+    title = re.search(r"'(.*)'", said[0])
+    return f"SECTION 1: {title.group(1) if title else 'untitled'}"
+
+
+def install_sectioned_document(server) -> None:
+    server.set_script(POLICY, sectioned_document_policy)
+    server.set_script(USER, sectioned_document_user)
     server.set_script(JUDGE, task_judge)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 from collabgen.cli import app
+from collabgen.prompting import Prompts
 from collabgen.tasks.document import DocumentTask, bleu
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import SEEDS, by_turn, read_shards, recipe_from_file, write_recipe
-from tests.scripts import JUDGE, install_document
+from tests.scripts import ASSEMBLE_SECTIONS, JUDGE, article_sections, install_document, install_sectioned_document
 
 # Hand-computed sacrebleu sentence BLEU (13a tokens, exp smoothing), title vs article:
 # - "the cat sat on the mat" vs "the cat sat on the red mat": the hypothesis has 6 tokens,
@@ -95,3 +98,35 @@ def test_a_missing_column_names_the_mapping(tmp_path):
     task = DocumentTask()
     with pytest.raises(Exception, match="'body'.*task.source.fields"):
         task.seed_from_row({"title": "t", "content": "x"}, {"text": "body"}, "rows.jsonl:1")
+
+
+def test_the_extraction_prompt_asks_for_the_whole_final_document():
+    # "The latest full draft" made judges return only the last section of a document
+    # written section by section.
+    prompt = Prompts().render("tasks/document_extract", title="On tulips", conversation="USER: hi")
+    assert "whole document" in prompt and ASSEMBLE_SECTIONS in prompt and "in the document's order" in prompt
+    assert "not only the last section" in prompt and "latest full draft" not in prompt
+
+
+def test_a_document_written_in_two_sections_is_scored_on_both(server, tmp_path):
+    install_sectioned_document(server)  # replaces the fixture's scripts
+    out = tmp_path / "out"
+    recipe = recipe_from_file("mediumdoc", server.base_url, out, SEEDS / "document.jsonl")
+    result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "doc.yaml", recipe))])
+    assert result.exit_code == 0, result.output
+
+    sft = read_shards(out, "sft")
+    assert sft.height == 3
+    for row in sft.iter_rows(named=True):
+        sections = [m["content"] for m in row["messages"] if m["content"].startswith("SECTION ")]
+        assert len(sections) == 2  # the conversation wrote the article in two messages
+        assert row["final_metrics"]["bleu"] == 1.0  # scored on both, not on the second alone
+    turns = by_turn(read_shards(out, "candidates"))
+    for conv_id in TITLE_BLEU:
+        # Asked what to write, the user reveals the article; the future writes both halves.
+        assert all(f["metrics"]["bleu"] == 1.0 for f in turns[(conv_id, 0)][True]["futures"])
+    extractions = [c.body["messages"][-1]["content"] for c in server.ok_calls(JUDGE)
+                   if '{"document"' in c.body["messages"][-1]["content"]]
+    assert extractions and all(ASSEMBLE_SECTIONS in prompt for prompt in extractions)
+    articles = [json.loads(line)["text"] for line in (SEEDS / "document.jsonl").read_text().splitlines()]
+    assert all(bleu(article_sections(a)[-1], a) < 1.0 for a in articles)  # the last section alone scores less

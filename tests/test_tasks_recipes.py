@@ -116,6 +116,13 @@ def test_the_math_preset_judges_as_the_reference_does():
     assert recipe.task.options == {"accuracy": "judge"} and recipe.reward.interactivity == "conversation"
 
 
+def test_only_the_math_preset_filters_sft_as_the_reference_does():
+    # scripts/train/sft.py: --lower_bound_metric rewards.accuracy --lower_bound 0.5 for math-hard only.
+    minimums = {name: load_recipe(RECIPES / "collabllm" / f"{name}.yaml").output.sft.min_final for name in PRESETS}
+    assert minimums == {name: ({"accuracy": 0.5} if name == "math" else {}) for name in PRESETS}
+    assert all(not Recipe.from_yaml(RECIPES / f"{name}.yaml").output.sft.min_final for name in DEFAULTS)
+
+
 def test_abgcoqa_is_an_evaluation_recipe():
     recipe = Recipe.from_yaml(RECIPES / "eval" / "abgcoqa.yaml")
     assert recipe.task.type == "clarify" and recipe.eval.split == "test"

@@ -70,6 +70,7 @@ class RunReport:
     interrupted: str | None = None  # the signal that stopped the run early (SIGINT, SIGTERM)
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)  # role -> (prompt, completion), this run
     cost_usd: dict[str, float | None] = field(default_factory=dict)  # role -> dollars this run; None: no prices
+    sft_filtered: int | None = None  # finished conversations `output.sft.min_final` left out; None: no filter
 
     @property
     def outcome(self) -> Outcome:
@@ -340,6 +341,7 @@ def finalize(
         max_failure_rate=recipe.generation.max_failure_rate, interrupted=interrupted,
         tokens={role: (t.prompt_tokens, t.completion_tokens) for role, t in usage.by_role().items()},
         cost_usd={role: (cost(usage, recipe) or {}).get(role) for role in usage.by_role()},
+        sft_filtered=written.sft_filtered if recipe.output.sft.min_final else None,
     )
 
 

@@ -350,10 +350,43 @@ class CardConfig(_Strict):
     pretty_name: str | None = None
 
 
+class SftConfig(_Strict):
+    """Which finished conversations become sft/ rows."""
+
+    min_final: dict[str, float] = Field(
+        default_factory=dict,
+        exclude_if=lambda value: not value,
+        description=(
+            "metric name -> minimum: a conversation is written to sft/ only when every one of its "
+            "`final_metrics` (the last chosen turn's) reaches its minimum, e.g. {accuracy: 0.5} as the "
+            "reference keeps; empty: every finished conversation"
+        ),
+    )
+
+    @field_validator("min_final")
+    @classmethod
+    def _minimums_finite(cls, minimums: dict[str, float]) -> dict[str, float]:
+        for name, minimum in minimums.items():
+            if minimum != minimum or minimum in (float("inf"), float("-inf")):
+                raise ValueError(f"minimum of {name!r} must be a finite number")
+        return minimums
+
+    def keeps(self, final_metrics: dict[str, float | None]) -> bool:
+        """Whether a trajectory with these final metric values passes every minimum (a value
+        that was not computed passes none)."""
+        return all(
+            (value := final_metrics.get(name)) is not None and value >= minimum
+            for name, minimum in self.min_final.items()
+        )
+
+
 class OutputConfig(_Strict):
     dir: Path
     rows_per_shard: int = Field(default=1000, ge=1)
     card: CardConfig = Field(default_factory=CardConfig)
+    # Left out of dumps when it filters nothing, so manifests and fingerprints of recipes
+    # without it stay as they were.
+    sft: SftConfig = Field(default_factory=SftConfig, exclude_if=lambda value: not value.min_final)
 
 
 class EvalConfig(_Strict):

@@ -22,6 +22,7 @@ from collabgen.models.executor import RoleModel, request_seed
 from collabgen.models.usage import UsageSink
 from collabgen.prompting import Prompts
 from collabgen.tasks.base import SeedModel, Task, transcript
+from collabgen.tasks.recipe_check import computed_metrics
 
 if TYPE_CHECKING:
     from collabgen.sandbox import Sandbox
@@ -179,7 +180,4 @@ class Scorer:
 
 def metric_names(task: Task, reward: RewardConfig) -> list[str]:
     """The metrics a run computes, in a fixed order: the task's, interactivity, token penalty."""
-    names = [m for m in task.metric_names(task.options) if reward.weights.get(m, 0.0) != 0.0]
-    if reward.weights.get("interactivity", 0.0) != 0.0:
-        names.append("interactivity")
-    return [*names, "token_penalty"]
+    return computed_metrics(task.metric_names(task.options), reward)

@@ -33,6 +33,7 @@ class Written:
     usage: UsageBook
     files: dict[str, list[str]]
     flags: dict[str, int]
+    sft_filtered: int = 0  # finished conversations `output.sft.min_final` kept out of sft/
 
 
 def write_shards(
@@ -52,6 +53,7 @@ def write_shards(
     turns = 0
     system_prompt = recipe.generation.row_system_prompt  # not the sampling one: see GenerationConfig
     selection = Selection(min_gap=recipe.generation.min_gap)
+    sft_filtered = 0
     for conv in sorted(by_conv):
         records = [journal.read_turn(offset) for _, offset in sorted(by_conv[conv])]
         records = _contiguous(records)
@@ -65,7 +67,11 @@ def write_shards(
                 writers["pairs"].add(pair)
         end = index.ends.get(conv)
         if records and end is not None and end.finished:
-            writers["sft"].add(sft_row(records, task_name, metric_names, system_prompt))
+            trajectory = sft_row(records, task_name, metric_names, system_prompt)
+            if recipe.output.sft.keeps(trajectory["final_metrics"]):
+                writers["sft"].add(trajectory)
+            else:
+                sft_filtered += 1
     usage.merge(index.spent)  # calls of turns that never finished were paid too
     files = {name: [out.relative(p) for p in w.close()] for name, w in writers.items()}
     return Written(
@@ -76,6 +82,7 @@ def write_shards(
         usage=usage,
         files=files,
         flags=dict(flags),
+        sft_filtered=sft_filtered,
     )
 
 

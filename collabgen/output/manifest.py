@@ -46,6 +46,7 @@ class Counts(_Part):
     sft: int
     candidates: int
     conversations_context_exhausted: int = 0  # among conversations_ok: ended when the context was full
+    sft_filtered: int = 0  # finished conversations `output.sft.min_final` kept out of sft/ (set only with it)
 
     def rows(self, config: str) -> int:
         """Rows of one config (`pairs`, `sft`, `candidates`), the way the shard folders are named."""
@@ -302,6 +303,7 @@ def build_manifest(
         sft=written.sft,
         candidates=written.candidates,
         **({"conversations_context_exhausted": exhausted} if exhausted else {}),
+        **({"sft_filtered": written.sft_filtered} if recipe.output.sft.min_final else {}),
     )
     this_run = ThisRun(
         by_role=_by_role(run_usage),

@@ -4,7 +4,9 @@ Seed columns: `title`, `text` (the target article). Articles longer than the opt
 `max_article_chars` are rejected with a message, never silently dropped: the whole
 article goes into the simulator's brief, so a budget keeps prompts bounded.
 Metrics, 0..1, both on the final document the judge extracts from the conversation
-(`tasks/document_extract`, one call for both): `bleu`, sacrebleu's word-level sentence
+(`tasks/document_extract`, one call for both): the whole document, the latest version of
+every section in order, since an assistant often writes one section a message and "the
+latest draft" was then its last section alone. `bleu`, sacrebleu's word-level sentence
 BLEU against the article; `bleu_nltk`, the reference code's definition (NLTK's
 `sentence_bleu` on raw strings, i.e. character n-grams; see
 `collabgen.tasks.reference_metrics`), for numbers comparable with the paper's tables.
