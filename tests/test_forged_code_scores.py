@@ -6,6 +6,10 @@ the in-process runner), and native code (ctypes) that reads the runner's memory 
 a verdict on every descriptor it holds, which only the separate-process verdict defeats:
 there the tests never run where the code ran, so there is nothing to read and no channel to
 write on.
+
+A semantic forgery too: code returning an object whose `__eq__` always says yes, judged by
+the HumanEval and MBPP wrappers under the in-process runner (where the object itself reaches
+the tests); their strict comparison fails it, and honest code still scores 1.0.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from collabgen.cli import app
@@ -73,18 +78,54 @@ def task_func(*args):
 """
 
 
+ALWAYS_EQUAL = """\
+class Always:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = object.__hash__
+def task_func(*args):
+    return Always()
+"""
+
+ALWAYS_EQUAL_INT = """\
+class Always(int):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = int.__hash__
+def task_func(*args):
+    return Always(0)
+"""
+
+HONEST = "def task_func(a, b):\n    return a + b\n"
+
+ROWS = [
+    {"task_id": "HumanEval/toy", "entry_point": "task_func",
+     "prompt": 'def task_func(a, b):\n    """Return a + b (numbers, lists or strings)."""\n',
+     "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+             "    assert candidate(2.5, 0.5) == 3.0\n"},
+    {"task_id": "MBPP/toy", "text": "Write a function that returns a + b.",
+     "code": "def task_func(a, b):\n    return a + b\n",
+     "test_list": ["assert task_func(1, 2) == 3", "assert task_func([1], [2]) == [1, 2]",
+                   "assert task_func('a', 'b') == 'ab'"]},
+]
+
+
 def forging_policy(code: str):
     def policy(call) -> str:
         return f"Here you go:\n```python\n{code}```"
     return policy
 
 
-def run_code(tmp_path, code: str, **overrides) -> tuple[int, str, dict, pl.DataFrame]:
+def run_code(tmp_path, code: str, seeds=SEEDS / "code.jsonl", **overrides) -> tuple[int, str, dict, pl.DataFrame]:
     with FakeLLMServer() as server:
         server.set_script(POLICY, forging_policy(code))
         server.set_script(USER, code_user)
         server.set_script(JUDGE, task_judge)
-        data = recipe_from_file("bigcodebench", server.base_url, tmp_path / "out", SEEDS / "code.jsonl", **{
+        data = recipe_from_file("bigcodebench", server.base_url, tmp_path / "out", seeds, **{
             "task.options.sandbox": {"cpu_seconds": 5, "wall_seconds": 20, "memory_mb": 512},
             "task.options.canary_imports": [], "generation.max_turns": 1, "task.limit": 2, **overrides})
         result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "r.yaml", data))])
@@ -111,3 +152,27 @@ def test_native_code_reading_memory_and_writing_verdicts_scores_zero(tmp_path):
     assert code == 0, output
     assert all(m["pass_rate"] == 0.0 for m in candidates["metrics"].to_list()), candidates["metrics"].to_list()
     assert manifest["counts"]["conversations_failed"] == 0
+
+
+def rows_file(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("liar", [ALWAYS_EQUAL, ALWAYS_EQUAL_INT], ids=["object", "int-subclass"])
+@pytest.mark.parametrize("verdict", ["in_process", "auto"])
+def test_an_always_equal_result_scores_zero_in_the_humaneval_and_mbpp_wrappers(tmp_path, liar, verdict):
+    code, output, manifest, candidates = run_code(tmp_path, liar, rows_file(tmp_path), **{"task.options.verdict": verdict})
+    assert code == 0, output
+    assert candidates["conv_id"].n_unique() == 2  # both wrappers judged
+    assert all(m["pass_rate"] == 0.0 for m in candidates["metrics"].to_list()), candidates["metrics"].to_list()
+    assert manifest["counts"]["conversations_failed"] == 0
+
+
+@pytest.mark.parametrize("verdict", ["in_process", "auto"])
+def test_honest_code_still_scores_one_in_the_strict_wrappers(tmp_path, verdict):
+    code, output, manifest, candidates = run_code(tmp_path, HONEST, rows_file(tmp_path), **{"task.options.verdict": verdict})
+    assert code == 0, output
+    assert candidates["conv_id"].n_unique() == 2
+    assert all(m["pass_rate"] == 1.0 for m in candidates["metrics"].to_list()), candidates["metrics"].to_list()

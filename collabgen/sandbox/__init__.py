@@ -31,8 +31,11 @@ Layers, outermost first:
 Residual risks, stated so nobody relies on more: code that goes native (ctypes function
 pointers read and write memory without audit events, and ctypes cannot be banned: numpy,
 scikit-learn and multiprocessing need it) can find the runner's state; objects whose
-``__eq__`` lies pass ``assertEqual`` (as under any in-process runner); a patch made and
-undone within one test, on an instance reached by frame introspection, goes unseen.
+``__eq__`` lies pass ``assertEqual`` (as under any in-process runner: the HumanEval and
+MBPP wrappers compare their ``==`` asserts strictly, see
+:mod:`collabgen.tasks.strict_equality`, BigCodeBench's own tests do not; the README's
+sandbox section says what that covers); a patch made and undone within one test, on an
+instance reached by frame introspection, goes unseen.
 
 Modules: ``limits``, ``results``, ``errors``, ``workspace`` (the throwaway directory),
 ``bootstrap`` (files, config, child environment), ``isolation``, ``warden``, ``harness``,
