@@ -166,6 +166,13 @@ class Task(ABC, Generic[SeedT, OptionsT]):
                     return reason
         return None
 
+    def opening_paste_chars(self, seed: SeedT) -> int:
+        """How many characters the brief tells the simulated user to paste word for word in its
+        first message (0: it opens with a request in its own words). The simulator widens the
+        opening's message cap by this much (`engine.simulator.opening_schema`), so the cap
+        never cuts what the brief asks for."""
+        return 0
+
     def sandboxes(self, default: Callable[[], Sandbox]) -> list[tuple[Sandbox, tuple[str, ...]]]:
         """The sandboxes `score` runs code in (`default` is the run's), each with the modules
         its tests import: a run proves each with a canary before its first model call, so a
