@@ -335,8 +335,9 @@ def code_user(call: ScriptCall) -> str:
     view = sim_view(call)
     spec = _between(view.system, "<<<SPEC", "SPEC>>>")
     last = view.last
-    if view.opening:
-        return say(f"hey, I need a python function task_func. {spec}")
+    if view.opening:  # as the brief says: the purpose, then the signature word for word
+        signature = _between(view.system, "<<<SIGNATURE", "SIGNATURE>>>")
+        return say(f"hey, I need a python function task_func. {spec}\n```python\n{signature}\n```")
     if "```python" in last:
         if CODE_RIGHT_MARK in last:
             return say("looks good, thanks!", satisfied=True, why="it covers my notes")

@@ -113,6 +113,11 @@ class CodeTask(Task[CodeSeed, CodeOptions]):
         own = self._own_sandbox() if self._own_sandbox is not None else default()
         return [(own, tuple(self.options.canary_imports))]
 
+    def opening_paste_chars(self, seed: CodeSeed) -> int:
+        """The brief has the user pass the signature on word for word (as the reference's user
+        opens with the instruction that holds it), in a fenced block: the cap must fit it."""
+        return len(seed.code_prompt) + len("```python\n\n```")
+
     def user_drift(self, seed: CodeSeed, message: str) -> str | None:
         return writes_code(message, seed.code_prompt)
 
