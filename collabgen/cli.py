@@ -415,12 +415,19 @@ def inspect(
     conv: Annotated[str | None, typer.Option("--conv", metavar="ID", help="show one conversation turn by turn",
                                                 show_default=False)] = None,
     bins: Annotated[int, typer.Option(min=2, max=50, metavar="N", help="histogram bins (2-50)")] = 10,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="DIR", help="also write the charts of `collabgen "
+                    "view` as PNG files into DIR (needs matplotlib: the plot extra)", show_default=False)] = None,
 ) -> None:
     """Counts, MR histograms, metric means, failures and token usage of an out dir; or one conversation."""
     from collabgen.app.inspection import conversation, summary
 
     console = Console()
     with _exit_on_error():
+        if plot is not None:
+            from collabgen.view.plots import write_plots
+
+            for path in write_plots(out_dir, plot):
+                console.print(f"wrote {path}", highlight=False, soft_wrap=True)
         if conv is None:
             summary(out_dir, console, bins=bins)
         else:
