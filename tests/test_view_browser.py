@@ -376,3 +376,21 @@ def test_the_console_has_no_csp_violation_or_js_error(browser, site, server, con
     problems = [entry for entry in console if entry["level"] in ("SEVERE", "WARNING")
                 or "Content Security Policy" in entry["message"] or "Uncaught" in entry["message"]]
     assert problems == []
+
+
+def test_a_screenshot_of_the_overview_and_of_a_conversation_is_not_blank(browser, site, tmp_path):
+    """What a user sees, as pixels: both pages draw text and shapes, not an empty canvas."""
+    from matplotlib import image
+
+    open_page(browser, site)
+    browser.set_window_size(1280, 1600)
+    shots = [tmp_path / "overview.png"]
+    browser.save_screenshot(str(shots[0]))
+    first = listed_ids(browser)[0]
+    open_conversation(browser, first)
+    shots.append(tmp_path / "conversation.png")
+    browser.save_screenshot(str(shots[1]))
+    for shot in shots:
+        pixels = image.imread(shot)[..., :3]
+        assert pixels.std() > 0.02, f"{shot.name} is blank"
+        assert (pixels < 0.5).mean() > 0.002, f"{shot.name} has no dark text on it"
