@@ -2,7 +2,7 @@
 
 `python -m bench.math_truth [pairs.jsonl] [-v]` compares the rule `answers_match` had
 before references were required to parse completely (`old_answers_match`, copied here
-verbatim) with today's `collabgen.tasks.math.answers_match` on
+verbatim) with today's `collabgen.tasks.math_answers.answers_match` on
 `tests/data/math_answer_pairs.jsonl` (each line `{"gold", "answer", "equal", "note"}`).
 A false match pays a wrong answer (the failure nothing downstream notices); a false miss
 withholds the reward from a right one.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from math_verify import parse, verify
 
-from collabgen.tasks.math import _quiet_math_verify, answers_match
+from collabgen.tasks.math_answers import answers_match
 
 PAIRS = Path(__file__).resolve().parent.parent / "tests" / "data" / "math_answer_pairs.jsonl"
 
@@ -26,12 +26,11 @@ def old_answers_match(reference: str, predicted: str) -> bool:
     """The rule before this change: math-verify's `parse` on both sides, which reads a
     piece of a reference it cannot parse whole (`1` out of `sum_(k=1)^n 1/k`)."""
     timeout = None  # the benchmark may run off the main thread; the old rule did the same there
-    with _quiet_math_verify():
-        gold = parse(f"${reference}$", parsing_timeout=timeout)
-        guess = parse(f"${predicted}$", parsing_timeout=timeout)
-        if not gold or not guess:
-            return reference.replace(" ", "") == predicted.replace(" ", "")
-        return bool(verify(gold, guess, timeout_seconds=timeout))
+    gold = parse(f"${reference}$", parsing_timeout=timeout)  # math-verify's noise: filtered (math_answers)
+    guess = parse(f"${predicted}$", parsing_timeout=timeout)
+    if not gold or not guess:
+        return reference.replace(" ", "") == predicted.replace(" ", "")
+    return bool(verify(gold, guess, timeout_seconds=timeout))
 
 
 def load_pairs(path: Path = PAIRS) -> list[dict]:

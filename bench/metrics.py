@@ -156,7 +156,7 @@ def compute_metrics(m: Measured) -> dict[str, Any]:
 def answer_check_repeats(out_dir: Path) -> tuple[int, int]:
     """(futures whose answer math-verify checked, distinct (seed, answer) pairs among them), from the
     journal: how much a memo of `answers_match` would save."""
-    from collabgen.tasks.math import final_boxed_answer
+    from collabgen.tasks.math_answers import final_boxed_answer
 
     checked, distinct = 0, set()
     with (out_dir / ".collabgen" / "journal.jsonl").open(encoding="utf-8") as handle:

@@ -17,7 +17,8 @@ from collabgen.config.errors import SeedError
 from collabgen.config.recipe import SourceConfig, TaskConfig
 from collabgen.engine.seeds import iter_seeds
 from collabgen.prompting import Prompts
-from collabgen.tasks.math import MathSeed, MathTask, final_marked_answer, number_text
+from collabgen.tasks.math import MathSeed, MathTask
+from collabgen.tasks.math_answers import final_marked_answer, number_text
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import math_recipe, read_shards, write_recipe
 from tests.scripts import install_math

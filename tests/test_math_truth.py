@@ -13,7 +13,8 @@ import pytest
 
 from bench.math_truth import PAIRS, errors, load_pairs, old_answers_match
 from collabgen.prompting import Prompts
-from collabgen.tasks.math import MathTask, answers_match, gold_is_parsable, strict_value
+from collabgen.tasks.math import MathTask
+from collabgen.tasks.math_answers import answers_match, gold_is_parsable, strict_value
 
 # Equal pairs the rule misses without the judge: their references do not parse completely,
 # so only their text or the judge (`judge_unparsable_gold`) can compare them.
@@ -153,3 +154,18 @@ def test_the_bench_script_prints_old_and_new_counts(capsys):
     main([str(PAIRS)])
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
     assert rows["new"][0] == "0" and int(rows["old"][0]) > 0  # false matches
+
+
+def test_math_verify_noise_is_filtered_without_changing_any_logger_level(caplog):
+    import logging
+
+    from collabgen.tasks.math_answers import answers_match_untimed
+
+    levels = {name: logging.getLogger(name).level for name in ("math_verify.parser", "math_verify.grader")}
+    with caplog.at_level(logging.DEBUG):
+        assert answers_match_untimed("\\frac{1}{2}", "0.5")  # untimed: math-verify would warn
+        logging.getLogger("math_verify.grader").warning("Timeout during comparison")
+        logging.getLogger("math_verify.grader").error("a real error")
+    assert {name: logging.getLogger(name).level for name in levels} == levels
+    shown = [r.getMessage() for r in caplog.records if r.name.startswith("math_verify")]
+    assert shown == ["a real error"]

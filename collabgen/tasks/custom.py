@@ -40,7 +40,7 @@ from collabgen.tasks.custom_metrics import (
     extracted_answer,
     read_prediction,
 )
-from collabgen.tasks.math import number_text
+from collabgen.tasks.math_answers import number_text
 from collabgen.tasks.recipe_check import INTRINSIC_METRICS
 from collabgen.tasks.registry import builtin_tasks
 

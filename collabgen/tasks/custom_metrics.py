@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from collabgen.models.base import Message
 from collabgen.tasks.base import ScoringTools, assistant_messages, transcript
-from collabgen.tasks.math import answers_match, final_boxed_answer, number_text
+from collabgen.tasks.math_answers import answers_match, final_boxed_answer, number_text
 
 log = logging.getLogger("collabgen")
 
@@ -132,7 +132,7 @@ class ExactMatch(MetricBase):
 
 class MathEquivalence(MetricBase):
     """1 when the prediction is the reference answer, by the math task's sound rule
-    (`collabgen.tasks.math.answers_match`: same text, or both parse whole and are equal)."""
+    (`collabgen.tasks.math_answers.answers_match`: same text, or both parse whole and are equal)."""
 
     type: Literal["math_equivalence"]
     prediction: Prediction = "last_boxed"

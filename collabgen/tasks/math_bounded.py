@@ -16,7 +16,7 @@ import functools
 import multiprocessing
 from multiprocessing.connection import Connection
 
-from collabgen.tasks.math import answer_text, answers_match_untimed
+from collabgen.tasks.math_answers import answer_text, answers_match_untimed
 
 
 def _child(reference: str, predicted: str, send: Connection) -> None:
