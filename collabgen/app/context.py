@@ -98,14 +98,15 @@ def prepare(recipe: Recipe, part: Slice | None = None, *, check_keys: bool = Tru
 
 
 def check_schemas(recipe: Recipe, prompts: Prompts, templates: list[str]) -> None:
-    """Every template's JSON Schema translates for every role's backend that is sent one
-    (`schema_dialect`): a keyword OpenAI strict mode refuses and collabgen cannot check
-    after parsing fails here, naming file and role, not as HTTP 400 on every call."""
+    """Every template's JSON Schema translates for the backend of the role answering it
+    (`schema_dialect`; the user answers the simulator's templates, the judge the rest): a
+    keyword OpenAI strict mode refuses and collabgen cannot check after parsing fails here,
+    naming file and role, not as HTTP 400 on every call."""
     for name in templates:
         schema = prompts.schema(name)
-        for role, config in recipe.models.roles().items():
-            if schema is None or not (config.json_mode and config.json_schema):
-                continue
+        role = "user" if name in SIMULATOR_TEMPLATES else "judge"
+        config = recipe.models.roles()[role]
+        if schema is not None and config.json_mode and config.json_schema:
             try:
                 for_backend(config, schema)
             except SchemaUntranslatable as err:
