@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from collabgen.cli import app
+from collabgen.models.schema_dialect import openai_strict
 from collabgen.prompting import Prompts
 from collabgen.tasks.clarify import ClarifyTask
 from tests.fakeserver import FakeLLMServer
@@ -186,9 +187,10 @@ def test_the_simulator_gets_its_brief_and_the_transcript_in_one_message_roles_un
     schema = Prompts().schema("user_simulator")
     for body in requests:
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
-        # One constraint: the simulator's own schema (JSON-schema response format).
+        # One constraint: the simulator's own schema (JSON-schema response format), in OpenAI
+        # strict mode's dialect (its lengths are checked on the parsed reply instead).
         assert body["response_format"]["type"] == "json_schema"
-        assert body["response_format"]["json_schema"]["schema"] == schema
+        assert body["response_format"]["json_schema"]["schema"] == openai_strict(schema).schema
     opening, *later = [body["messages"][1]["content"] for body in requests]
     assert "has not started yet" in opening
     assert later and all("<<<CHAT\nUSER: hey, can you help me with this: What is 2 + 3?\n\nASSISTANT: " in t
