@@ -14,7 +14,7 @@ from collabgen.app.context import check_schemas
 from collabgen.config.errors import RecipeError
 from collabgen.config.recipe import ModelConfig, Recipe
 from collabgen.engine.simulator import parse_user_reply
-from collabgen.models.base import CallFailed
+from collabgen.models.base import CallFailed, ChatRequest
 from collabgen.models.executor import RoleModel
 from collabgen.models.openai_backend import OpenAIBackend
 from collabgen.models.registry import build_role
@@ -84,10 +84,15 @@ def test_a_keyword_neither_sent_nor_checkable_is_refused(keyword):
         openai_strict(schema)
 
 
-def test_anthropic_and_vllm_are_sent_the_schema_as_written():
-    for backend in ("anthropic", "vllm"):
-        translated = for_backend(ModelConfig(model="m", backend=backend), USER_SCHEMA)
+def test_anthropic_vllm_and_a_full_dialect_server_are_sent_the_schema_as_written():
+    for config in (ModelConfig(model="m", backend="anthropic"), ModelConfig(model="m", backend="vllm"),
+                   ModelConfig(model="m", schema_dialect="full")):
+        translated = for_backend(config, USER_SCHEMA)
         assert translated.schema == USER_SCHEMA and translated.residual is None
+    sent = OpenAIBackend(ModelConfig(model="m", base_url="http://127.0.0.1:9/v1", schema_dialect="full"), None).body(
+        ChatRequest(messages=[], json_mode=True, json_schema=USER_SCHEMA, stage="user"))
+    assert sent["response_format"]["json_schema"]["schema"]["properties"]["message"]["maxLength"] == 1200
+    assert "schema_dialect" not in ModelConfig(model="m").model_dump()  # the default leaves fingerprints alone
 
 
 def test_an_untranslatable_template_schema_is_a_recipe_error_before_any_call(tmp_path):

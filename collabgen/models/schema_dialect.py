@@ -30,7 +30,9 @@ sent schema and the residual fits the original schema.
 Anthropic (a forced tool, not `strict`) and vLLM in-process (structured outputs) take the
 schema as it is: the tool's `input_schema` is plain JSON Schema, and vLLM compiles the
 keywords the shipped schemas use. The OpenAI translation is used for every server spoken
-to over the OpenAI protocol (vLLM's server included), since the request says `strict: true`.
+to over the OpenAI protocol, since the request says `strict: true`, unless the role sets
+`schema_dialect: full`: a vLLM or SGLang server takes `maxLength`, and its decoder then
+bounds the simulator's strings (a random or runaway model otherwise writes to its budget).
 """
 
 from __future__ import annotations
@@ -90,9 +92,11 @@ class Translated:
 
 def for_backend(config: ModelConfig, schema: dict[str, Any]) -> Translated:
     """The schema `config`'s backend is sent for `schema`, and what it leaves out."""
-    if config.backend == "openai":
+    if config.backend == "openai" and config.schema_dialect == "openai":
         return openai_strict(schema, fine_tuned=config.model.startswith("ft:"))
-    return Translated(schema)  # anthropic (plain tool input_schema), vllm (structured outputs)
+    # anthropic (a plain tool input_schema), vllm (structured outputs), an OpenAI-protocol
+    # server the recipe says takes the whole schema (`schema_dialect: full`)
+    return Translated(schema)
 
 
 def openai_strict(schema: dict[str, Any], *, fine_tuned: bool = False) -> Translated:
