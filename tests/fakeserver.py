@@ -6,7 +6,9 @@ pointed at it via ``base_url``.  Standard library only.
 Endpoints
 ---------
 * ``POST /v1/chat/completions`` -- OpenAI chat-completions wire format (non-streaming;
-  ``"stream": true`` -> 400).  ``n`` choices supported; ``response_format`` ignored.
+  ``"stream": true`` -> 400).  ``n`` choices supported; a strict
+  ``response_format`` json_schema that OpenAI would refuse gets OpenAI's HTTP 400
+  (``tests/openai_strict.py``), any other ``response_format`` is ignored.
 * ``POST /v1/messages``         -- Anthropic Messages wire format (non-streaming).
 * ``GET  /v1/models``           -- OpenAI-style list of the scripted model names.
 
@@ -80,6 +82,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.openai_strict import refusal as strict_refusal
 
 __all__ = [
     "CallRecord",
@@ -555,7 +559,7 @@ class FakeLLMServer:
 
     # error bodies ---------------------------------------------------------------
     @staticmethod
-    def _error_body(protocol: str, status: int, message: str) -> bytes:
+    def _error_body(protocol: str, status: int, message: str, param: str | None = None) -> bytes:
         if protocol == "anthropic":
             etype = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                      429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
@@ -567,7 +571,7 @@ class FakeLLMServer:
             429: ("requests", "rate_limit_exceeded"),
         }.get(status, ("server_error", None))
         return json.dumps(
-            {"error": {"message": message, "type": etype, "param": None, "code": code}}
+            {"error": {"message": message, "type": etype, "param": param, "code": code}}
         ).encode()
 
     # the request pipeline -------------------------------------------------------
@@ -680,6 +684,10 @@ class FakeLLMServer:
             return
         if protocol == "anthropic" and not isinstance(body.get("messages"), list):
             self._respond(h, rec, 400, self._error_body(protocol, 400, "messages: field required"))
+            return
+        refused = strict_refusal(body) if protocol == "openai" else None
+        if refused is not None:  # OpenAI refuses a strict schema outside its subset (tests/openai_strict.py)
+            self._respond(h, rec, 400, self._error_body(protocol, 400, refused, param="response_format"))
             return
 
         limit = self.context_lengths.get(model)

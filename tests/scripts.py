@@ -60,9 +60,11 @@ def say(message: str, *, satisfied: bool = False, why: str = "") -> str:
 
 
 def schema_capped(script):
-    """`script` as a constrained decoder would answer it (vLLM structured outputs, strict
-    `json_schema`): its message ends at the request's `maxLength`. The fake server ignores
-    `response_format`, so without this no test sees what the cap cuts."""
+    """`script` as a constrained decoder would answer it (vLLM structured outputs): its
+    message ends at the request's `maxLength`. The fake server does not decode, so without
+    this no test sees what the cap cuts. Over the OpenAI protocol collabgen sends no
+    `maxLength` (strict mode takes none, `schema_dialect`): nothing is cut, the cap is
+    checked on the parsed reply instead."""
 
     def capped(call: ScriptCall) -> str:
         reply = json.loads(script(call))

@@ -390,3 +390,47 @@ def test_context_manager_and_urls() -> None:
         with openai.OpenAI(base_url=s.base_url, api_key="t", max_retries=0) as c:
             r = c.chat.completions.create(model="m", messages=USER)
         assert r.choices[0].message.content == "sync ok"
+
+
+def strict_format(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": schema}}
+
+
+CLOSED = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "number", "minimum": 0}},
+          "required": ["a", "n"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize(("schema", "model", "refused"), [
+    ({**CLOSED, "properties": {"a": {"type": "string", "maxLength": 5}, "n": {"type": "number"}}}, "m",
+     "In context=('properties', 'a'), 'maxLength' is not permitted."),
+    ({**CLOSED, "properties": {"a": {"type": "string", "minLength": 1}, "n": {"type": "number"}}}, "m",
+     "'minLength' is not permitted"),
+    ({k: v for k, v in CLOSED.items() if k != "additionalProperties"}, "m",
+     "In context=(), 'additionalProperties' is required to be supplied and to be false."),
+    ({**CLOSED, "required": ["a"]}, "m", "including every key in properties. Missing 'n'."),
+    ({**CLOSED, "allOf": [{"type": "object"}]}, "m", "'allOf' is not permitted"),
+    ({**CLOSED, "properties": {"a": {"type": "string", "format": "color"}, "n": {"type": "number"}}}, "m",
+     "'format' is not permitted"),
+    ({"anyOf": [CLOSED]}, "m", "the root schema must be an object"),
+    (CLOSED, "ft:gpt-4o-mini:org::x", "In context=('properties', 'n'), 'minimum' is not permitted."),
+])
+async def test_a_strict_schema_openai_refuses_is_400(server: FakeLLMServer, schema, model, refused) -> None:
+    server.set_script(model, lambda c: "{}")
+    with pytest.raises(openai.BadRequestError) as err:
+        await oai_chat(oai(server), model=model, response_format=strict_format(schema))
+    assert err.value.status_code == 400 and refused in err.value.body["message"]
+    assert err.value.body["param"] == "response_format" and err.value.body["type"] == "invalid_request_error"
+    assert err.value.body["message"].startswith("Invalid schema for response_format 'reply': ")
+
+
+async def test_a_strict_schema_openai_takes_is_answered(server: FakeLLMServer) -> None:
+    nested = {**CLOSED, "properties": {**CLOSED["properties"], "tags": {
+        "type": "array", "maxItems": 3, "items": {"type": "string", "pattern": "^[a-z]+$"}}},
+        "required": ["a", "n", "tags"]}
+    for schema in (CLOSED, nested):
+        reply = await oai_chat(oai(server), response_format=strict_format(schema))
+        assert reply.choices[0].message.content
+    # Outside strict mode the schema is a hint: nothing is refused.
+    loose = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object", "properties": {
+        "a": {"type": "string", "maxLength": 5}}}}}
+    assert (await oai_chat(oai(server), response_format=loose)).choices[0].message.content

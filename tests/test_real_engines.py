@@ -187,7 +187,8 @@ class TestServed:
 
     def served_roles(self, base_url: str) -> dict[str, dict[str, Any]]:
         # return_token_ids: vLLM's per-choice token ids, for exact per-choice usage.
-        return roles({"backend": "openai", "base_url": base_url, "model": SERVED_NAME,
+        # schema_dialect full: vLLM's decoder takes maxLength, which bounds the random model's strings.
+        return roles({"backend": "openai", "base_url": base_url, "model": SERVED_NAME, "schema_dialect": "full",
                       "extra_body": {"return_token_ids": True}})
 
     def test_a_run_writes_pairs_sft_and_candidates(self, server, tmp_path):

@@ -32,6 +32,35 @@ def test_shape_errors_name_what_is_wrong(reply, error):
     assert shape_errors({"thought": "x", "interactivity": 1, "extra": None}, SCHEMA) == []
 
 
+BOUNDED = {"type": "object", "properties": {
+    "s": {"type": "string", "minLength": 1, "maxLength": 3, "pattern": "^[a-z]*$"},
+    "x": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.25},
+    "tags": {"type": "array", "minItems": 1, "maxItems": 2, "uniqueItems": True,
+             "items": {"type": "string", "maxLength": 1}},
+    "v": {"anyOf": [{"type": "string", "maxLength": 1}, {"type": "integer"}]},
+    "k": {"const": "a"}}}
+
+
+@pytest.mark.parametrize(("reply", "error"), [
+    ({"s": ""}, "reply.s is 0 characters, fewer than minLength 1"),
+    ({"s": "abcd"}, "reply.s is 4 characters, more than maxLength 3"),
+    ({"s": "AB"}, "reply.s is 'AB', not matching the pattern '^[a-z]*$'"),
+    ({"x": 0}, "reply.x is 0, not above the exclusive minimum 0"),
+    ({"x": 1}, "reply.x is 1, not below the exclusive maximum 1"),
+    ({"x": 0.3}, "reply.x is 0.3, not a multiple of 0.25"),
+    ({"tags": []}, "reply.tags has 0 items, fewer than minItems 1"),
+    ({"tags": ["a", "b", "c"]}, "reply.tags has 3 items, more than maxItems 2"),
+    ({"tags": ["a", "a"]}, "reply.tags repeats an item (uniqueItems)"),
+    ({"tags": ["ab"]}, "reply.tags[0] is 2 characters, more than maxLength 1"),
+    ({"v": "ab"}, "reply.v is 'ab', fitting none of its anyOf branches"),
+    ({"k": "b"}, "reply.k is 'b', expected 'a'"),
+])
+def test_constraints_a_backend_may_not_be_sent_are_checked(reply, error):
+    """What OpenAI strict mode is not sent (`maxLength`, ...) is checked on the parsed reply."""
+    assert shape_errors(reply, BOUNDED) == [error]
+    assert shape_errors({"s": "abc", "x": 0.75, "tags": ["a"], "v": 7, "k": "a"}, BOUNDED) == []
+
+
 def run_failing(tmp_path, server):
     out = tmp_path / "out"
     recipe = write_recipe(tmp_path / "r.yaml", math_recipe(server.base_url, out, **{"task.limit": 2}))

@@ -24,6 +24,8 @@ import pytest
 from typer.testing import CliRunner
 
 from collabgen.cli import app
+from collabgen.models.executor import RoleModel
+from collabgen.models.schema_dialect import openai_strict
 from collabgen.prompting import Prompts
 from collabgen.tasks.clarify import ClarifyTask
 from tests.fakeserver import FakeLLMServer
@@ -180,13 +182,22 @@ LONG_STORY = " ".join(f"On day {day} Anna and Tom walked to the fair and counted
                       for day in range(1, 25))
 
 
-def test_a_story_longer_than_the_message_cap_reaches_the_assistant_whole_with_its_question(tmp_path):
+def test_a_story_longer_than_the_message_cap_reaches_the_assistant_whole_with_its_question(tmp_path, monkeypatch):
     # The brief says: paste the story in full, then ask. A constrained decoder ends the
     # message at the schema's maxLength (1,200), so a longer story pushed the question out.
     cap = Prompts().schema("user_simulator")["properties"]["message"]["maxLength"]
     assert len(LONG_STORY) > cap
     row = {"story": LONG_STORY, "question": "What color was the ribbon?", "ambiguity": "ambiguous",
            "intent": "the ribbon Anna won"}
+    asked = []  # (opening?, the schema the user's reply is held to)
+    complete_parsed = RoleModel.complete_parsed
+
+    async def recording(self, messages, **kwargs):
+        if self.role == "user":
+            asked.append(("has not started yet" in messages[1]["content"], kwargs["json_schema"]))
+        return await complete_parsed(self, messages, **kwargs)
+
+    monkeypatch.setattr(RoleModel, "complete_parsed", recording)
     with FakeLLMServer() as server:
         install_clarify(server)
         server.set_script(USER, schema_capped(clarify_user))
@@ -195,10 +206,12 @@ def test_a_story_longer_than_the_message_cap_reaches_the_assistant_whole_with_it
         user = [call.body for call in server.ok_calls(USER)]
     openings = {next(m["content"] for m in messages if m["role"] == "user") for messages in policy}
     assert openings == {f"{LONG_STORY}\n\nWhat color was the ribbon?"}
-    # Only the opening gets the story's room; later messages keep the usual cap.
-    limits = {("has not started yet" in body["messages"][1]["content"],
-               body["response_format"]["json_schema"]["schema"]["properties"]["message"]["maxLength"]) for body in user}
+    # Only the opening gets the story's room; later messages keep the usual cap. OpenAI strict
+    # mode takes no maxLength, so the cap is not on the wire but checked on the parsed reply.
+    limits = {(opening, openai_strict(schema).residual["properties"]["message"]["maxLength"])
+              for opening, schema in asked}
     assert limits == {(True, cap + len(LONG_STORY)), (False, cap)}
+    assert user and all("maxLength" not in json.dumps(body["response_format"]) for body in user)
 
 
 def test_a_clarify_brief_reads_the_same_whether_or_not_the_question_is_ambiguous():
@@ -221,9 +234,10 @@ def test_the_simulator_gets_its_brief_and_the_transcript_in_one_message_roles_un
     schema = Prompts().schema("user_simulator")
     for body in requests:
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
-        # One constraint: the simulator's own schema (JSON-schema response format).
+        # One constraint: the simulator's own schema (JSON-schema response format), in OpenAI
+        # strict mode's dialect (its lengths are checked on the parsed reply instead).
         assert body["response_format"]["type"] == "json_schema"
-        assert body["response_format"]["json_schema"]["schema"] == schema
+        assert body["response_format"]["json_schema"]["schema"] == openai_strict(schema).schema
     opening, *later = [body["messages"][1]["content"] for body in requests]
     assert "has not started yet" in opening
     assert later and all("<<<CHAT\nUSER: hey, can you help me with this: What is 2 + 3?\n\nASSISTANT: " in t

@@ -31,6 +31,7 @@ from collabgen.models.executor import RoleModel
 from collabgen.models.gate import CallGate
 from collabgen.models.probe import probe_roles
 from collabgen.models.registry import build_roles, check_models, engine_readiness, resolve_api_key
+from collabgen.models.schema_dialect import SchemaUntranslatable, for_backend
 from collabgen.models.usage import UsageBook
 from collabgen.prompting import Prompts
 from collabgen.sandbox import LazySandbox
@@ -79,6 +80,7 @@ def prepare(recipe: Recipe, part: Slice | None = None, *, check_keys: bool = Tru
     task = check_recipe_task(recipe)(recipe.task.options)
     prompts = Prompts(extra_dirs=list(task.template_dirs))
     prompts.check([*ENGINE_TEMPLATES, *task.templates()])
+    check_schemas(recipe, prompts, [*ENGINE_TEMPLATES, *task.templates()])
     if check_keys:
         check_models(recipe)
     readiness = engine_readiness(recipe) if check_keys else None
@@ -93,6 +95,23 @@ def prepare(recipe: Recipe, part: Slice | None = None, *, check_keys: bool = Tru
     return RunSetup(recipe=recipe, task=task, prompts=prompts, seeds=seeds,
                     metric_names=metric_names(task, recipe.reward), skipped=skipped, selection=selection,
                     unchecked=[readiness] if readiness else [])
+
+
+def check_schemas(recipe: Recipe, prompts: Prompts, templates: list[str]) -> None:
+    """Every template's JSON Schema translates for the backend of the role answering it
+    (`schema_dialect`; the user answers the simulator's templates, the judge the rest): a
+    keyword OpenAI strict mode refuses and collabgen cannot check after parsing fails here,
+    naming file and role, not as HTTP 400 on every call."""
+    for name in templates:
+        schema = prompts.schema(name)
+        role = "user" if name in SIMULATOR_TEMPLATES else "judge"
+        config = recipe.models.roles()[role]
+        if schema is not None and config.json_mode and config.json_schema:
+            try:
+                for_backend(config, schema)
+            except SchemaUntranslatable as err:
+                raise RecipeError(f"template {name}.schema.json, for models.{role} ({config.backend} "
+                                  f"{config.model}): {err}") from None
 
 
 def _count_seeds(

@@ -229,6 +229,16 @@ class ModelConfig(_Strict):
             "--no-enable-chunked-prefill). Seeds still key the request cache; only the wire loses them"
         ),
     )
+    schema_dialect: Literal["openai", "full"] = Field(
+        default="openai",
+        exclude_if=lambda value: value == "openai",
+        description=(
+            "backend openai, judges with json_schema: 'openai' sends the schema in OpenAI strict mode's "
+            "subset (no minLength/maxLength, every property required, every object closed) and checks what "
+            "it leaves out on the parsed reply; 'full' sends it as written, for a server whose structured "
+            "outputs take all of it (vLLM, SGLang), so its decoder bounds the strings"
+        ),
+    )
     supports_n: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     prices: Prices | None = None

@@ -28,6 +28,7 @@ from collabgen.models.base import (
 )
 from collabgen.models.bounded_http import BoundedSend
 from collabgen.models.rate_headers import rate_hint_from_headers
+from collabgen.models.schema_dialect import for_backend
 from collabgen.models.sdk_errors import translated_errors
 from collabgen.models.token_usage import estimated_tokens, needs_estimate, reported_count
 
@@ -40,7 +41,7 @@ def schema_tool(request: ChatRequest, config: ModelConfig) -> dict[str, Any]:
     if not (request.json_mode and config.json_schema and request.json_schema is not None):
         return {}
     tool = {"name": REPLY_TOOL, "description": "Give your reply as this tool's input.",
-            "input_schema": request.json_schema}
+            "input_schema": for_backend(config, request.json_schema).schema}
     return {"tools": [tool], "tool_choice": {"type": "tool", "name": REPLY_TOOL}}
 
 

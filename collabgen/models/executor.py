@@ -34,6 +34,7 @@ from collabgen.models.base import (
 from collabgen.models.gate import CallGate
 from collabgen.models.prefix import PrefixMeter
 from collabgen.models.reply_shape import check_shape
+from collabgen.models.schema_dialect import for_backend
 from collabgen.models.usage import UsageSink, UsageTee
 
 __all__ = ["CallFailed", "Parsed", "RoleModel", "parse_json_object", "request_seed"]
@@ -152,6 +153,7 @@ class RoleModel:
     ) -> Parsed[T]:
         text, tokens, finish = first
         reason = ""
+        parse = self._held_to_dropped(parse, json_schema)
         for attempt in range(1, self.config.parse_retries + 2):
             try:
                 return Parsed(parse(text), tokens, finish)
@@ -175,6 +177,22 @@ class RoleModel:
             f"{self.role} ({self.config.model}) gave no {failure} in {self.config.parse_retries + 1} "
             f"attempts at stage {stage!r}{reason}; last reply: {preview!r}"
         )
+
+    def _held_to_dropped(self, parse: Callable[[str], T], json_schema: dict[str, Any] | None) -> Callable[[str], T]:
+        """`parse`, then the reply checked against what the backend was not sent of
+        `json_schema` (`schema_dialect`: OpenAI strict mode takes no `maxLength`): the
+        server could not enforce it, so a reply breaking it is a format failure here."""
+        sent = json_schema is not None and self.config.json_mode and self.config.json_schema
+        residual = for_backend(self.config, json_schema).residual if sent and json_schema is not None else None
+        if residual is None:
+            return parse
+
+        def checked(text: str) -> T:
+            value = parse(text)
+            check_shape(parse_json_object(text), residual)
+            return value
+
+        return checked
 
     def _truncated(self, stage: str, text: str) -> str:
         budget = max(self.config.max_tokens or 0, self.config.truncation_cap() or 0) or None

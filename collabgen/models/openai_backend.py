@@ -1,7 +1,7 @@
 """OpenAI chat-completions protocol: OpenAI, vLLM's server, SGLang, Ollama, llama.cpp.
 
 Judges are constrained by exactly one `response_format`: `json_schema` (strict, the
-template's schema) when the request carries a schema and the role allows it
+template's schema in OpenAI's strict dialect, `schema_dialect`) when the request carries a schema and the role allows it
 (`json_schema: true`), else `json_object` (`json_mode: true`), else nothing (prompt-only;
 the facade's parse retries cope). A recipe that puts its own constraint in `extra_body`
 (`response_format` or vLLM's `structured_outputs`) gets that one alone: vLLM answers two
@@ -37,6 +37,7 @@ from collabgen.models.base import (
 )
 from collabgen.models.bounded_http import BoundedSend
 from collabgen.models.rate_headers import rate_hint_from_headers
+from collabgen.models.schema_dialect import for_backend
 from collabgen.models.sdk_errors import translated_errors
 from collabgen.models.token_usage import estimated_tokens, needs_estimate, reported_count
 
@@ -52,7 +53,10 @@ def response_format(request: ChatRequest, config: ModelConfig) -> dict[str, Any]
         return None
     if request.json_schema is not None and config.json_schema:
         name = str(request.json_schema.get("title") or request.stage or "reply")
-        return {"type": "json_schema", "json_schema": {"name": _schema_name(name), "schema": request.json_schema,
+        # Strict mode takes a subset of JSON Schema (`schema_dialect`): what it refuses is
+        # left out here and checked on the parsed reply by the role's facade.
+        schema = for_backend(config, request.json_schema).schema
+        return {"type": "json_schema", "json_schema": {"name": _schema_name(name), "schema": schema,
                                                        "strict": True}}
     return {"type": "json_object"}
 

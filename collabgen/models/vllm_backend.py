@@ -36,6 +36,7 @@ from typing import Any
 from collabgen.config.errors import RecipeError
 from collabgen.config.recipe import ModelConfig
 from collabgen.models.base import ChatRequest, ChatResult, Message, PermanentError, TransientError
+from collabgen.models.schema_dialect import for_backend
 
 INSTALL_HINT = (
     "the vllm backend needs vLLM: pip install 'collabgen[vllm]' (on a machine with a GPU), "
@@ -92,7 +93,7 @@ def constraint_kwargs(request: ChatRequest, config: ModelConfig) -> dict[str, An
     if not request.json_mode:
         return None
     if request.json_schema is not None and config.json_schema:
-        return {"json": request.json_schema}
+        return {"json": for_backend(config, request.json_schema).schema}
     return {"json_object": True}
 
 
