@@ -30,8 +30,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collabgen.engine.confidence import pair_confidence
+from collabgen.engine.confidence import pair_confidence, sample_std
+from collabgen.engine.records import Candidate
 from collabgen.engine.selection import Option, rank
+
+
+def candidate_options(candidates: Sequence[Candidate]) -> list[Option]:
+    """A turn's candidates as selection and the rule see them, as the rows describe them
+    (MR, futures' standard deviation and count, whether it may be chosen)."""
+    return [
+        Option(index=i, score=c.score, text=c.text, eligible=c.choosable,
+               std=sample_std([f.score for f in c.futures]), futures=len(c.futures))
+        for i, c in enumerate(candidates)
+    ]
 
 
 def contenders(options: Sequence[Option], confidence: float) -> list[int]:
