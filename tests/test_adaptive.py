@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import polars as pl
 import pytest
 
+from collabgen.app.generate import run_async
 from collabgen.config.recipe import GenerationConfig
 from collabgen.engine.confidence import sample_std
 from collabgen.engine.racing import contenders, next_round
 from collabgen.engine.selection import Option, Selection, select_pairs
+from collabgen.models.executor import request_seed
+from collabgen.tasks.recipe_check import load_recipe
+from tests.fakeserver import FakeLLMServer
+from tests.helpers import math_recipe, read_shards, write_recipe
+from tests.scripts import USER, install_math
 
 
 def option(index: int, scores: list[float], eligible: bool = True) -> Option:
@@ -66,3 +77,91 @@ def test_adaptive_settings_are_checked_and_left_out_of_dumps_when_unset():
         GenerationConfig(adaptive={"min_futures": 4, "max_futures": 3})
     with pytest.raises(ValueError):
         GenerationConfig(adaptive={"confidence": 0.5})
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def adaptive_run(tmp_path: Path, name: str, server: FakeLLMServer, **overrides: Any) -> Path:
+    """A small math run (2 conversations, 2 turns, C = 2) against the scripted server."""
+    out = tmp_path / name
+    settings = {"task.limit": 2, "generation.max_turns": 2, "generation.conversations": 2, **overrides}
+    recipe = load_recipe(write_recipe(tmp_path / f"{name}.yaml", math_recipe(server.base_url, out, **settings)))
+    report = asyncio.run(run_async(recipe, progress=False))
+    assert report.exit_code == 0 and report.ok == report.seeds
+    return out
+
+
+def shards(out: Path) -> dict[str, pl.DataFrame]:
+    return {config: read_shards(out, config) for config in ("pairs", "sft", "candidates")}
+
+
+def later_round_seeds(candidates: pl.DataFrame, first: int, last: int) -> dict[int, tuple[str, int, int, int]]:
+    """The sample seed of the first user reply of every future index in first..last-1 a
+    turn's candidates could get: a pure function of (conversation, turn, candidate, index)."""
+    return {
+        request_seed(0, row["conv_id"], row["turn"], row["candidate"], "future-user", s):
+            (row["conv_id"], row["turn"], row["candidate"], s)
+        for row in candidates.iter_rows(named=True) for s in range(first, last)
+    }
+
+
+def seeds_asked(server: FakeLLMServer) -> list[int]:
+    return [c.body.get("seed") for c in server.ok_calls(USER)]
+
+
+# The scripted judge rates a window 0.9 when an assistant line asks a question, else 0.2:
+# the proactive candidate (a clarifying question) beats the plain answer in every future.
+ONE_DOMINATES = {"reward.weights": {"interactivity": 1.0, "token_penalty": 1.0}}
+# Two plain answers and interactivity alone: every future of every candidate scores 0.2.
+DEAD_HEAT = {"reward.weights": {"interactivity": 1.0}, "generation.proactive_share": 0.0}
+
+
+def test_a_dominating_candidate_stops_after_min_futures(tmp_path):
+    with FakeLLMServer() as server:
+        install_math(server)
+        fixed = adaptive_run(tmp_path, "fixed", server, **ONE_DOMINATES, **{"generation.futures": 2})
+        fixed_calls = len(server.ok_calls())
+        server.reset()
+        adaptive = adaptive_run(tmp_path, "adaptive", server, **ONE_DOMINATES, **{
+            "generation.futures": 3, "generation.adaptive": {"min_futures": 2, "max_futures": 6, "confidence": 0.9}})
+        rows = shards(adaptive)
+        assert set(rows["candidates"]["n_futures"]) == {2}
+        assert not set(later_round_seeds(rows["candidates"], 2, 6)) & set(seeds_asked(server))
+        assert len(server.ok_calls()) == fixed_calls  # the same requests as a fixed S = min_futures run
+    for config, frame in shards(fixed).items():
+        assert frame.equals(rows[config]), config
+    assert rows["pairs"].height > 0 and (rows["pairs"]["confidence"] >= 0.9).all()
+
+
+def test_a_close_race_goes_to_max_futures_with_one_request_per_later_future(tmp_path):
+    with FakeLLMServer() as server:
+        install_math(server)
+        out = adaptive_run(tmp_path, "race", server, **DEAD_HEAT, **{
+            "generation.adaptive": {"min_futures": 2, "max_futures": 4, "confidence": 0.9}})
+        rows = shards(out)
+        assert set(rows["candidates"]["n_futures"]) == {4}
+        later = later_round_seeds(rows["candidates"], 2, 4)
+        asked = [seed for seed in seeds_asked(server) if seed in later]
+        assert sorted(asked) == sorted(later)  # each later future: one request, once
+        assert rows["pairs"].height == 0  # a dead heat: no gap to learn from
+
+
+def test_a_rerun_of_an_adaptive_run_cut_mid_way_makes_no_new_call_and_no_duplicate_row(tmp_path):
+    with FakeLLMServer() as server:
+        install_math(server)
+        settings = {**DEAD_HEAT, "generation.adaptive": {"min_futures": 2, "max_futures": 4, "confidence": 0.9}}
+        out = adaptive_run(tmp_path, "race", server, **settings)
+        before = shards(out)
+        calls = len(server.calls)
+        # A kill -9 mid-way: the journal keeps the turns finished before it, the cache every answer.
+        journal = out / ".collabgen" / "journal.jsonl"
+        records = journal.read_text().splitlines(keepends=True)
+        journal.write_text("".join(records[:1]))
+        adaptive_run(tmp_path, "race", server, **settings)
+        assert len(server.calls) == calls
+    after = shards(out)
+    for config, frame in before.items():
+        assert frame.equals(after[config]), config
+    keys = after["candidates"].select("conv_id", "turn", "candidate")
+    assert keys.height == keys.unique().height
