@@ -75,6 +75,7 @@ class Collaboration:
         self.prompts = prompts
         self.scorer = scorer
         self.simulator = UserSimulator(task, seed, prompts)
+        self.exhaustive = False  # adaptive futures: never stop a race early (plan's upper bound)
         self._proactive_system = prompts.render("proactive_system")
 
     def _seed(self, *parts: object) -> int:
@@ -220,8 +221,15 @@ class Collaboration:
         adaptive = self.gen.adaptive
         if adaptive is None:
             return
-        while more := next_round(candidate_options(candidates), adaptive.confidence, adaptive.max_futures):
+        while more := self.next_round(candidates, adaptive.confidence, adaptive.max_futures):
             await asyncio.gather(*(self.add_future(history, turn, i, candidates[i]) for i in more))
+
+    def next_round(self, candidates: list[Candidate], confidence: float, max_futures: int) -> list[int]:
+        """The rule's next round, or (`exhaustive`, for `collabgen plan`'s upper bound) every
+        candidate below `max_futures`."""
+        if self.exhaustive:
+            return [i for i, c in enumerate(candidates) if len(c.futures) < max_futures]
+        return next_round(candidate_options(candidates), confidence, max_futures)
 
     async def add_future(self, history: list[Message], turn: int, index: int, candidate: Candidate) -> None:
         """One more future of `candidate`, scored, and its MR again. Its first user reply is a
