@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,8 @@ from collabgen.tasks.recipe_check import load_recipe
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import math_recipe, read_shards, write_recipe
 from tests.scripts import USER, install_math
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def option(index: int, scores: list[float], eligible: bool = True) -> Option:
@@ -164,4 +171,39 @@ def test_a_rerun_of_an_adaptive_run_cut_mid_way_makes_no_new_call_and_no_duplica
     for config, frame in before.items():
         assert frame.equals(after[config]), config
     keys = after["candidates"].select("conv_id", "turn", "candidate")
+    assert keys.height == keys.unique().height
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_round_resumes_to_the_same_rows_without_asking_answered_futures_again(tmp_path):
+    settings = {"task.limit": 3, "generation.max_turns": 2, "generation.conversations": 1, **DEAD_HEAT,
+                "generation.adaptive": {"min_futures": 2, "max_futures": 4, "confidence": 0.9}}
+    with FakeLLMServer(latency=0.03) as server:
+        install_math(server)
+        reference = adaptive_run(tmp_path, "reference", server, **settings)
+        later = later_round_seeds(read_shards(reference, "candidates"), 2, 4)
+        server.reset()
+        out = tmp_path / "out"
+        recipe = write_recipe(tmp_path / "out.yaml", math_recipe(server.base_url, out, **settings))
+        process = subprocess.Popen([sys.executable, "-m", "collabgen", "run", str(recipe)], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        journal = out / ".collabgen" / "journal.jsonl"
+        # Mid-round: a later round's future asked, after the first turn was journaled.
+        while not (journal.exists() and journal.read_text().count("\n") >= 1
+                   and sum(c.body.get("seed") in later for c in server.calls) >= 3):
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before the kill"
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        killed_at = time.monotonic()
+        answered = {c.key for c in server.ok_calls() if c.finished and c.finished < killed_at - 0.5}
+        before = len(server.calls)
+        adaptive_run(tmp_path, "out", server, **settings)
+        again = [c for c in server.calls[before:] if c.key in answered]
+        assert again == [], "answered requests were asked again instead of read from the cache"
+    rows = shards(out)
+    for config, frame in shards(reference).items():
+        assert frame.equals(rows[config]), config
+    keys = rows["candidates"].select("conv_id", "turn", "candidate")
     assert keys.height == keys.unique().height
