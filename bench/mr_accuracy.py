@@ -20,7 +20,7 @@ A candidate's true MR is the exact expectation of its score (`true_mr`).
 
 Each policy sees the same futures of the same turns (future k of a candidate is one fixed
 draw, as the engine seeds future k by its index), and selects with the engine's code:
-`collabgen.engine.racing` (the stopping rule, via `next_round` and `candidate_options`),
+`collabgen.engine.racing` (the stopping rule, via `race_round`, as the engine calls it),
 `Scorer.aggregate` (MR) and `selection.select_pairs` (best vs worst, kept when the gap is
 at least `min_gap`; the pair's `confidence`). Measured per policy: pair accuracy (the
 chosen candidate's true MR is higher), pairs kept per turn, futures and future calls per
@@ -42,7 +42,7 @@ import numpy as np
 from scipy.stats import norm
 
 from collabgen.engine.multiturn_reward import Scorer
-from collabgen.engine.racing import candidate_options, next_round
+from collabgen.engine.racing import candidate_options, race_round
 from collabgen.engine.records import Candidate, Future
 from collabgen.engine.selection import Selection, select_pairs
 
@@ -159,7 +159,7 @@ def race(streams: list[np.ndarray], policy: Policy) -> tuple[list[Candidate], in
     counts = [first] * len(streams)
     calls = len(streams) * (1 + first * PER_FUTURE)
     candidates = [candidate(x, first) for x in streams]
-    while more := next_round(candidate_options(candidates), confidence, most):
+    while more := race_round(candidates, confidence, most):
         for i in more:
             counts[i] += 1
             candidates[i] = candidate(streams[i], counts[i])

@@ -227,11 +227,20 @@ def _sft_count(report: Any) -> str:
     return f"{report.sft} ({report.sft_filtered} below output.sft.min_final, left out)"
 
 
+def _drift(report: Any) -> str:
+    """How often the simulated user did the assistant's work, and by which model."""
+    if report.user_drift is None or not report.user_drift[2]:
+        return "no futures"
+    model, drifted, futures = report.user_drift
+    return f"{drifted} of {futures} futures ({drifted / futures:.1%}) by {model}, left out of the MR"
+
+
 def _print_run_summary(report: Any, console: Console) -> None:
     table = Table(title=f"collabgen run: {report.out_dir}", show_header=False)
     for label, value in (
         ("seeds", report.seeds), ("conversations ok", report.ok), ("conversations failed", report.failed),
         ("pairs", report.pairs), ("sft trajectories", _sft_count(report)), ("candidates", report.candidates),
+        ("simulated-user drift", _drift(report)),
         ("paid calls this run", report.paid_calls), ("cached calls this run", report.cached_calls),
         ("tokens this run (in/out)", _tokens(report.tokens)), ("cost this run", _costs(report.cost_usd)),
         ("elapsed", f"{report.elapsed_seconds:.1f}s"),

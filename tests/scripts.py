@@ -59,6 +59,22 @@ def say(message: str, *, satisfied: bool = False, why: str = "") -> str:
                        "message": message})
 
 
+def schema_capped(script):
+    """`script` as a constrained decoder would answer it (vLLM structured outputs, strict
+    `json_schema`): its message ends at the request's `maxLength`. The fake server ignores
+    `response_format`, so without this no test sees what the cap cuts."""
+
+    def capped(call: ScriptCall) -> str:
+        reply = json.loads(script(call))
+        schema = call.body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+        limit = schema.get("properties", {}).get("message", {}).get("maxLength")
+        if limit is not None:
+            reply["message"] = reply["message"][:limit]
+        return json.dumps(reply)
+
+    return capped
+
+
 def is_proactive(call: ScriptCall) -> bool:
     """Whether a policy request was sampled with the proactive system prompt."""
     return bool(call.messages) and call.messages[0]["role"] == "system" and call.messages[0]["content"] == PROACTIVE_SYSTEM
@@ -319,8 +335,9 @@ def code_user(call: ScriptCall) -> str:
     view = sim_view(call)
     spec = _between(view.system, "<<<SPEC", "SPEC>>>")
     last = view.last
-    if view.opening:
-        return say(f"hey, I need a python function task_func. {spec}")
+    if view.opening:  # as the brief says: the purpose, then the signature word for word
+        signature = _between(view.system, "<<<SIGNATURE", "SIGNATURE>>>")
+        return say(f"hey, I need a python function task_func. {spec}\n```python\n{signature}\n```")
     if "```python" in last:
         if CODE_RIGHT_MARK in last:
             return say("looks good, thanks!", satisfied=True, why="it covers my notes")

@@ -17,9 +17,12 @@ import pytest
 from collabgen.app.generate import run_async
 from collabgen.config.recipe import GenerationConfig
 from collabgen.engine.confidence import sample_std
-from collabgen.engine.racing import contenders, next_round
+from collabgen.engine.multiturn_reward import Scorer
+from collabgen.engine.racing import candidate_options, contenders, next_round, race_round
+from collabgen.engine.records import Candidate, Future
 from collabgen.engine.selection import Option, Selection, select_pairs
 from collabgen.models.executor import request_seed
+from collabgen.tasks.base import USER_DRIFT
 from collabgen.tasks.recipe_check import load_recipe
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import math_recipe, read_shards, write_recipe
@@ -75,6 +78,18 @@ def test_a_candidate_that_may_not_be_chosen_never_contends():
     assert contenders(turn, 0.9) == [1]
     assert next_round(turn, 0.9, max_futures=6) == []
     assert contenders([option(0, [1.0, 1.0], eligible=False)], 0.9) == []
+
+
+def test_drifted_futures_count_against_max_futures_but_not_in_the_estimate():
+    def future(score: float, drifted: bool = False) -> Future:
+        return Future(messages=[], tokens=[], terminated=False, score=score, flags=[USER_DRIFT] if drifted else [])
+
+    a = Candidate(text="a", tokens=1, proactive=False, futures=[future(1.0), future(0.0), future(9.0, drifted=True)])
+    b = Candidate(text="b", tokens=1, proactive=False, futures=[future(0.0), future(1.0)])
+    for c in (a, b):
+        Scorer.aggregate(c)
+    assert [(o.score, o.futures) for o in candidate_options([a, b])] == [(0.5, 2), (0.5, 2)]  # as the rows say
+    assert race_round([a, b], 0.9, max_futures=3) == [1]  # a has sampled its three
 
 
 def test_adaptive_settings_are_checked_and_left_out_of_dumps_when_unset():

@@ -19,10 +19,12 @@ import pytest
 from datasets import load_from_disk
 from typer.testing import CliRunner
 
+from collabgen.app.collabllm_export import single_turn
 from collabgen.cli import app
+from collabgen.tasks.document import DocumentTask
 from tests.fakeserver import FakeLLMServer
-from tests.helpers import SEEDS, math_recipe, read_shards, write_recipe
-from tests.scripts import install_math
+from tests.helpers import SEEDS, math_recipe, read_shards, recipe_from_file, write_recipe
+from tests.scripts import install_clarify, install_document, install_math
 
 REQUIRED = {"prompt", "completion", "conv_id", "score", "single_turn_prompt", "single_turn_completion",
             "single_turn_metadata"}
@@ -149,3 +151,56 @@ def test_export_refuses_what_does_not_apply_and_keeps_other_folders(exported, tm
     refused = runner.invoke(app, ["export", str(out), "--to", str(other), "--format", "collabllm", "--overwrite"])
     assert refused.exit_code == 2 and (other / "notes.txt").read_text() == "keep me"
     assert runner.invoke(app, ["export", str(out), "--to", str(tmp_path / "y"), "--format", "parquet"]).exit_code == 2
+
+
+def _export_task(tmp_path, install, recipe_name: str, seeds: str) -> ReferenceReader:
+    with FakeLLMServer() as server:
+        install(server)
+        out = tmp_path / "out"
+        recipe = recipe_from_file(recipe_name, server.base_url, out, SEEDS / seeds,
+                                  **{"generation.max_turns": 2, "generation.futures": 1})
+        result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "r.yaml", recipe))])
+        assert result.exit_code == 0, result.output
+    to = tmp_path / "collabllm"
+    result = CliRunner().invoke(app, ["export", str(out), "--to", str(to), "--format", "collabllm"])
+    assert result.exit_code == 0, result.output
+    return ReferenceReader(str(to))
+
+
+def _jsonl(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (SEEDS / name).read_text().splitlines() if line.strip()]
+
+
+def test_a_document_rows_single_turn_prompt_holds_the_title_and_the_article_as_the_references(tmp_path):
+    # examples/single_turn_ds/medium.py:87,93: the reference's simulated user is handed
+    # `single_turn_prompt` alone, so a bare title left it without the article in mind.
+    reader = _export_task(tmp_path, install_document, "mediumdoc", "document.jsonl")
+    seeds = _jsonl("document.jsonl")
+    assert {row["conv_id"] for row in reader.data} == set(range(len(seeds)))
+    for row in reader.data:
+        seed = seeds[row["conv_id"]]
+        assert row["single_turn_prompt"] == (
+            f"Please write an article in less than 500 words about:\n\n{seed['title']}\n\n{seed['text']}")
+        assert row["single_turn_completion"] == seed["text"]
+        assert row["single_turn_metadata"]["title"] == seed["title"]
+
+
+def test_the_document_request_follows_the_recipes_length_cue():
+    seed = DocumentTask().seed_from_row({"title": "T", "text": "the article"}, {}, "r:1")
+    assert single_turn(DocumentTask({"length_cue_words": 300}), seed)[0] == (
+        "Please write an article in less than 300 words about:\n\nT\n\nthe article")
+    assert single_turn(DocumentTask({"length_cue_words": None}), seed)[0] == (
+        "Please write an article about:\n\nT\n\nthe article")
+
+
+def test_an_abg_coqa_rows_single_turn_prompt_is_the_references_story_and_question(tmp_path):
+    # examples/single_turn_ds/abg_coqa.py:57-75,82 (add_history=False): lead-in, story,
+    # "My question is: ..."; the completion is the label.
+    reader = _export_task(tmp_path, install_clarify, "eval/abgcoqa", "clarify.jsonl")
+    seeds = _jsonl("clarify.jsonl")
+    assert {row["conv_id"] for row in reader.data} == set(range(len(seeds)))
+    for row in reader.data:
+        seed = seeds[row["conv_id"]]
+        assert row["single_turn_prompt"] == ("Can you help me answer a question about the following story?\n\n"
+                                             f"{seed['story']}\n\nMy question is: {seed['question']}")
+        assert row["single_turn_completion"] == seed["ambiguity"]

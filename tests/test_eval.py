@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from collabgen.cli import app
+from collabgen.config.errors import RecipeError
 from collabgen.config.recipe import Recipe
 from tests.fakeserver import FakeLLMServer, ScriptCall
 from tests.helpers import math_recipe, write_recipe
@@ -103,3 +105,17 @@ def test_on_training_seeds_is_left_out_of_dumps_at_its_default(tmp_path):
     assert "on_training_seeds" not in Recipe.from_dict(data).model_dump()["eval"]
     data["eval"] = {"on_training_seeds": True}
     assert Recipe.from_dict(data).model_dump()["eval"]["on_training_seeds"] is True
+
+
+@pytest.mark.parametrize(("task_limit", "eval_offset", "refused"), [(None, 10, True), (4, 3, True), (4, 4, False)])
+def test_eval_past_the_training_rows_is_held_out(tmp_path, task_limit, eval_offset, refused):
+    from collabgen.engine.evaluation import eval_task_config
+
+    data = math_recipe("http://127.0.0.1:9/v1", tmp_path / "out", **{"task.limit": task_limit})
+    data["eval"] = {"offset": eval_offset, "limit": 2}
+    recipe = Recipe.from_dict(data)
+    if refused:
+        with pytest.raises(RecipeError, match="would score the seeds the run trains on"):
+            eval_task_config(recipe)
+    else:
+        assert eval_task_config(recipe).offset == eval_offset

@@ -124,7 +124,7 @@ def test_plan_with_adaptive_futures_counts_every_race_run_to_max_futures_and_say
     served, planned, _ = counted_run(data)
     assert served == planned
     # Even where the rule would stop every race at once, plan counts max_futures.
-    monkeypatch.setattr("collabgen.engine.collaboration.next_round", lambda *args: [])
+    monkeypatch.setattr("collabgen.engine.collaboration.race_round", lambda *args: [])
     assert asyncio.run(plan_run(prepare(load_recipe(data), check_keys=False))).calls_per_conversation == planned
     fixed = asyncio.run(plan_run(prepare(load_recipe(
         math_recipe(UNUSED, tmp_path / "out", **{"generation.futures": 2, "task.limit": 2})), check_keys=False)))

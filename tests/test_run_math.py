@@ -213,6 +213,7 @@ def test_kill_at_any_moment_resumes_to_the_same_shards(tmp_path):
         reference = tmp_path / "reference"
         recipe = write_recipe(tmp_path / "ref.yaml", math_recipe(server.base_url, reference))
         assert run_cli("run", str(recipe)).exit_code == 0
+        uninterrupted = {call.key for call in server.ok_calls()}
         server.reset()
 
         out = tmp_path / "out"
@@ -239,6 +240,8 @@ def test_kill_at_any_moment_resumes_to_the_same_shards(tmp_path):
 
         for config in ("pairs", "sft", "candidates"):
             assert read(out, config).equals(read(reference, config)), config
+        # Killed and resumed, the runs ask nothing an uninterrupted run does not ask.
+        assert {call.key for call in server.ok_calls()} <= uninterrupted
         # No finished call is paid twice: a request repeated after a kill was in flight then.
         first_seen: dict[str, float] = {}
         for call in server.ok_calls():

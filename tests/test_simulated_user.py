@@ -28,7 +28,17 @@ from collabgen.prompting import Prompts
 from collabgen.tasks.clarify import ClarifyTask
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import SEEDS, read_shards, recipe_from_file, write_recipe
-from tests.scripts import THOUGHT, USER, install_clarify, install_code, install_document, install_math
+from tests.scripts import (
+    POLICY,
+    THOUGHT,
+    USER,
+    clarify_user,
+    install_clarify,
+    install_code,
+    install_document,
+    install_math,
+    schema_capped,
+)
 
 FAST_SANDBOX = {"cpu_seconds": 5, "wall_seconds": 20, "memory_mb": 512}
 
@@ -164,6 +174,31 @@ def test_the_clarify_user_sees_story_question_and_intent_never_the_label_or_answ
     assert ambiguous and all("What you have in mind when you ask it: the ribbon Anna won" in t for t in ambiguous)
     # The label did reach the metric: asking was right for one question, answering for the other.
     assert set(read_shards(out, "candidates")["metrics"].struct.field("clarify_accuracy")) == {0.0, 1.0}
+
+
+LONG_STORY = " ".join(f"On day {day} Anna and Tom walked to the fair and counted {day * 3} ribbons on the stalls."
+                      for day in range(1, 25))
+
+
+def test_a_story_longer_than_the_message_cap_reaches_the_assistant_whole_with_its_question(tmp_path):
+    # The brief says: paste the story in full, then ask. A constrained decoder ends the
+    # message at the schema's maxLength (1,200), so a longer story pushed the question out.
+    cap = Prompts().schema("user_simulator")["properties"]["message"]["maxLength"]
+    assert len(LONG_STORY) > cap
+    row = {"story": LONG_STORY, "question": "What color was the ribbon?", "ambiguity": "ambiguous",
+           "intent": "the ribbon Anna won"}
+    with FakeLLMServer() as server:
+        install_clarify(server)
+        server.set_script(USER, schema_capped(clarify_user))
+        run(server, tmp_path, "eval/abgcoqa", seed_file(tmp_path, [row]), **{"generation.max_turns": 2})
+        policy = [call.body["messages"] for call in server.ok_calls(POLICY)]
+        user = [call.body for call in server.ok_calls(USER)]
+    openings = {next(m["content"] for m in messages if m["role"] == "user") for messages in policy}
+    assert openings == {f"{LONG_STORY}\n\nWhat color was the ribbon?"}
+    # Only the opening gets the story's room; later messages keep the usual cap.
+    limits = {("has not started yet" in body["messages"][1]["content"],
+               body["response_format"]["json_schema"]["schema"]["properties"]["message"]["maxLength"]) for body in user}
+    assert limits == {(True, cap + len(LONG_STORY)), (False, cap)}
 
 
 def test_a_clarify_brief_reads_the_same_whether_or_not_the_question_is_ambiguous():

@@ -208,3 +208,21 @@ def test_hostile_model_code_scores_zero_and_the_run_goes_on(server, tmp_path, mo
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["conversations_ok"] == 3
     assert "sk-collabgen-test-secret" not in (out / "manifest.json").read_text()
+
+
+def test_the_brief_carries_the_signature_and_the_opening_passes_it_on(server, tmp_path):
+    from tests.scripts import POLICY, USER
+
+    seeds = [json.loads(line) for line in (SEEDS / "code.jsonl").read_text().splitlines() if line.strip()]
+    out = tmp_path / "out"
+    recipe = recipe_from_file("bigcodebench", server.base_url, out, SEEDS / "code.jsonl",
+                              **{"task.options.sandbox": FAST.model_dump(), "task.options.canary_imports": []})
+    assert run(recipe, tmp_path).exit_code == 0
+    briefs = [c.body["messages"][0]["content"] for c in server.ok_calls(USER)]
+    openings = [next(m["content"] for m in c.body["messages"] if m["role"] == "user") for c in server.ok_calls(POLICY)]
+    for seed in seeds:
+        signature = seed["code_prompt"].strip()
+        # The user's brief holds the exact lines and says to pass them on word for word ...
+        assert any(f"<<<SIGNATURE\n{signature}\nSIGNATURE>>>" in b and "word for word" in b for b in briefs)
+        # ... and the assistant's first view of the seed holds them.
+        assert any(signature in opening for opening in openings), signature

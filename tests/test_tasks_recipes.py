@@ -61,11 +61,16 @@ def test_the_default_recipes_keep_the_papers_formula(name, task_and_metric):
     # The reference code's defaults (its build script and its DPO script's minimum gap).
     assert (gen.candidates, gen.futures, gen.window, gen.min_gap, gen.proactive_share) == (2, 3, 4, 0.02, 0.5)
     assert recipe.models.user.temperature == 1.0 and recipe.models.judge.temperature == 0.0
-    if name == "mediumdoc":  # the main job: every role on one in-process engine, no server, no key
+    if name == "mediumdoc":  # the main job: in-process engines, no server, no key
         roles = recipe.models.roles().values()
-        assert {(c.backend, c.model, repr(c.engine_args)) for c in roles} == {
-            ("vllm", "Qwen/Qwen2.5-7B-Instruct", repr(recipe.models.policy.engine_args))}
-        assert all(c.api_key_env is None for c in roles)
+        assert all(c.backend == "vllm" and c.api_key_env is None for c in roles)
+        assert recipe.models.policy.model == "Qwen/Qwen2.5-7B-Instruct"
+        # The user and the judge share one engine (same model and engine_args) on a stronger model.
+        user, judge = recipe.models.user, recipe.models.judge
+        assert (user.model, user.engine_args) == (judge.model, judge.engine_args) == (
+            "Qwen/Qwen2.5-72B-Instruct-AWQ", user.engine_args)
+        share = sum(c.engine_args["gpu_memory_utilization"] for c in (recipe.models.policy, user))
+        assert share <= 0.9  # both engines fit on one GPU
     else:
         assert recipe.models.policy.base_url == "http://localhost:8000/v1"
         assert {recipe.models.user.api_key_env, recipe.models.judge.api_key_env} == {"OPENAI_API_KEY"}

@@ -16,7 +16,7 @@ features (stored as JSON text, read back as dicts), which `flatten()` leaves who
 | `conv_id` | int | the conversation's seed index |
 | `score` | float | its MR |
 | `turn_id` | int | `len(prompt)`, as the reference derives it |
-| `single_turn_prompt` | string | the seed's request (math problem, article title, instruction, question) |
+| `single_turn_prompt` | string | the seed's request as the reference's builders write it (math problem; article request with title and article; instruction; lead-in, story and question) |
 | `single_turn_completion` | string | the seed's reference (solution, article, JSON of the tests, label) |
 | `single_turn_metadata` | Json | every field of the seed |
 | `sessions` | list of conversations | per future: `prompt` + the response + the simulated continuation |
@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from collabgen.config.recipe import Recipe
 from collabgen.engine.seeds import iter_seeds
 from collabgen.output.manifest import Manifest
 from collabgen.output.outdir import OutDir, write_json_atomic
-from collabgen.tasks.base import SeedModel
+from collabgen.tasks.base import SeedModel, Task
 from collabgen.tasks.recipe_check import check_recipe_task
 
 MARKER = "collabgen_export.json"
@@ -93,7 +93,7 @@ def export_collabllm(out_dir: Path, to: Path, overwrite: bool = False) -> tuple[
 _COLUMNS = ["conv_id", "prompt", "response", "score", "futures", "truncated"]
 
 
-def reference_rows(candidates: Iterator[dict[str, Any]], task: str, seeds: dict[int, SeedModel]) -> Iterator[dict[str, Any]]:
+def reference_rows(candidates: Iterator[dict[str, Any]], task: Task[Any, Any], seeds: dict[int, SeedModel]) -> Iterator[dict[str, Any]]:
     """The reference's rows: one per candidate that may be chosen, in the shards' order."""
     for candidate in candidates:
         if candidate.get("truncated"):
@@ -122,35 +122,55 @@ def conv_index(conv_id: str) -> int:
         raise CollabgenError(f"conversation id {conv_id!r} does not end in its seed index") from None
 
 
-SINGLE_TURN = {
-    # task: (the request's field, the reference's field); other tasks: their first text field, ""
-    "math": ("problem", "solution"),
-    "document": ("title", "text"),
-    "code": ("instruct_prompt", None),
-    "clarify": ("question", None),
-}
-
-
-def single_turn(task: str, seed: SeedModel) -> tuple[str, str, dict[str, Any]]:
-    """(single_turn_prompt, single_turn_completion, single_turn_metadata) of a seed."""
+def single_turn(task: Task[Any, Any], seed: SeedModel) -> tuple[str, str, dict[str, Any]]:
+    """(single_turn_prompt, single_turn_completion, single_turn_metadata) of a seed, as the
+    reference's dataset builders (`examples/single_turn_ds/*.py`) write them: its online
+    trainers hand `single_turn_prompt` to their simulated user as all it knows of the task,
+    so a field short of the reference's (a bare title) leaves that user without its goal."""
     data = seed.model_dump(mode="json")
-    request, reference = SINGLE_TURN.get(task, (next((k for k, v in data.items() if isinstance(v, str)), None), None))
-    prompt = str(data.get(request) or "") if request else ""
-    if task == "math":
-        completion = data.get("solution") or data.get("answer") or ""
-    elif task == "code":
-        completion = json.dumps({"test": data["test"], "entry_point": data["entry_point"],
-                                 "code_prompt": data["code_prompt"]})
-    elif task == "clarify":
-        prompt = f"{data['story']}\n\n{data['question']}"
-        completion = "ambiguous" if data["ambiguous"] else "non_ambiguous"
-    else:
-        completion = str(data.get(reference) or "") if reference else ""
+    prompt, completion = _SINGLE_TURN.get(task.name, _first_text)(data, task.options)
     return prompt, completion, data
 
 
-def _seeds(manifest: Manifest, needed: set[int]) -> tuple[str, dict[int, SeedModel]]:
-    """The task's name and the seeds of the exported conversations, read again through the
+def _math(data: dict[str, Any], options: Any) -> tuple[str, str]:
+    # examples/single_turn_ds/math_hard.py:55-56: the problem, the solution.
+    return str(data["problem"]), str(data.get("solution") or data.get("answer") or "")
+
+
+def _document(data: dict[str, Any], options: Any) -> tuple[str, str]:
+    # examples/single_turn_ds/medium.py:87 and :93: the request holds the title *and* the
+    # article (the reference's simulated user sees the article it has in mind); the
+    # completion is the article. The length cue is the recipe's `length_cue_words` (500
+    # by default, the reference's), left out when null as collabgen's user brief does.
+    cue = f" in less than {options.length_cue_words} words" if options.length_cue_words else ""
+    return f"Please write an article{cue} about:\n\n{data['title']}\n\n{data['text']}", str(data["text"])
+
+
+def _code(data: dict[str, Any], options: Any) -> tuple[str, str]:
+    return str(data["instruct_prompt"]), json.dumps({"test": data["test"], "entry_point": data["entry_point"],
+                                                     "code_prompt": data["code_prompt"]})
+
+
+def _clarify(data: dict[str, Any], options: Any) -> tuple[str, str]:
+    # examples/single_turn_ds/abg_coqa.py:57-75 (`add_history=False`, its default): a
+    # lead-in, the story, "My question is: ..."; :82, the completion is the label.
+    prompt = "\n".join(["Can you help me answer a question about the following story?", "", data["story"], "",
+                        f"My question is: {data['question']}"])
+    return prompt, "ambiguous" if data["ambiguous"] else "non_ambiguous"
+
+
+def _first_text(data: dict[str, Any], options: Any) -> tuple[str, str]:
+    """A task the reference has no builder for: its first text field, no completion."""
+    return next((v for v in data.values() if isinstance(v, str)), ""), ""
+
+
+_SINGLE_TURN: dict[str, Callable[[dict[str, Any], Any], tuple[str, str]]] = {
+    "math": _math, "document": _document, "code": _code, "clarify": _clarify,
+}
+
+
+def _seeds(manifest: Manifest, needed: set[int]) -> tuple[Task[Any, Any], dict[int, SeedModel]]:
+    """The task (its options shape some fields) and the seeds of the exported conversations, read again through the
     recipe in the manifest (only those are kept)."""
     try:
         recipe = Recipe.from_dict(manifest.recipe)
@@ -165,7 +185,7 @@ def _seeds(manifest: Manifest, needed: set[int]) -> tuple[str, dict[int, SeedMod
     if missing:
         raise CollabgenError(f"--format collabllm: conversations {missing[:5]} have no seed in the recipe's "
                              "task.source any more (a changed seed file?)")
-    return task.name, seeds
+    return task, seeds
 
 
 def _clear(to: Path, overwrite: bool) -> None:

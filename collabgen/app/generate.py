@@ -71,6 +71,7 @@ class RunReport:
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)  # role -> (prompt, completion), this run
     cost_usd: dict[str, float | None] = field(default_factory=dict)  # role -> dollars this run; None: no prices
     sft_filtered: int | None = None  # finished conversations `output.sft.min_final` left out; None: no filter
+    user_drift: tuple[str, int, int] | None = None  # (user model, drifted futures, all futures)
 
     @property
     def outcome(self) -> Outcome:
@@ -342,6 +343,7 @@ def finalize(
         tokens={role: (t.prompt_tokens, t.completion_tokens) for role, t in usage.by_role().items()},
         cost_usd={role: (cost(usage, recipe) or {}).get(role) for role in usage.by_role()},
         sft_filtered=written.sft_filtered if recipe.output.sft.min_final else None,
+        user_drift=(recipe.models.user.model, written.flags.get("user_drift_futures", 0), written.futures),
     )
 
 

@@ -65,6 +65,9 @@ def summary(out_dir: Path, console: Console, *, bins: int = 10) -> None:
         console.print(Text(f"incomplete ({how}): {counts.conversations_ok + counts.conversations_failed} of "
                            f"{counts.seeds} conversations ended; run the recipe again to resume", style="yellow"))
     console.print(_counts_table(out_dir, manifest.counts))
+    drift = _drift_line(out_dir)
+    if drift is not None:
+        console.print(drift)
 
     pairs = _scan(out_dir, "pairs")
     frame = pairs.select("score_chosen", "score_rejected", "metrics_chosen", "metrics_rejected").collect() \
@@ -80,6 +83,19 @@ def summary(out_dir: Path, console: Console, *, bins: int = 10) -> None:
         console.print(Text("no pairs to chart", style="yellow"))
     console.print(_failures_table(manifest))
     console.print(_usage_table(manifest))
+
+
+def _drift_line(out_dir: Path) -> Text | None:
+    """The share of futures whose simulated user acted as the assistant (left out of the MR)."""
+    candidates = _scan(out_dir, "candidates")
+    if candidates is None or "drifted_futures" not in candidates.collect_schema().names():
+        return None
+    sums = candidates.select(pl.col("drifted_futures").sum(), pl.col("futures").list.len().sum()).collect().row(0)
+    drifted, futures = (int(value or 0) for value in sums)
+    if not futures:
+        return None
+    return Text(f"simulated-user drift: {drifted} of {futures} futures ({drifted / futures:.1%}) acted as the "
+                "assistant, left out of the MR", style="yellow" if drifted else "")
 
 
 def _confidence(pairs: pl.LazyFrame, bins: int) -> Table | Text:

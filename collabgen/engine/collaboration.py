@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from collabgen.config.recipe import GenerationConfig
 from collabgen.engine.multiturn_reward import Scorer
-from collabgen.engine.racing import candidate_options, next_round
+from collabgen.engine.racing import candidate_options, race_round
 from collabgen.engine.records import Candidate, Future, TurnRecord, lead_future
 from collabgen.engine.selection import best_and_worst
 from collabgen.engine.simulator import Said, UserSimulator, is_termination
@@ -229,7 +229,7 @@ class Collaboration:
         candidate below `max_futures`."""
         if self.exhaustive:
             return [i for i, c in enumerate(candidates) if len(c.futures) < max_futures]
-        return next_round(candidate_options(candidates), confidence, max_futures)
+        return race_round(candidates, confidence, max_futures)
 
     async def add_future(self, history: list[Message], turn: int, index: int, candidate: Candidate) -> None:
         """One more future of `candidate`, scored, and its MR again. Its first user reply is a

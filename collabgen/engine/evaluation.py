@@ -135,6 +135,9 @@ def refuse_training_seeds(recipe: Recipe) -> None:
         return
     if source.select is not None and source.select.split is not None:
         return
+    task = recipe.task
+    if task.limit is not None and evaluation.offset >= task.offset + task.limit:
+        return  # eval reads the rows past the ones the run trains on (`eval.offset`)
     lines = recipe_lines(recipe)
     # The line of eval.source (or of `eval:`) when the file has one, else of the task's seed file.
     field = ("eval", "source") if ("eval",) in lines else ("task", "source", "path")
@@ -143,7 +146,8 @@ def refuse_training_seeds(recipe: Recipe) -> None:
         + f"eval.source: not set, and task.source.path ({source.path}) is a local file with no "
         "select.split, so `collabgen eval` would score the seeds the run trains on. Give held-out "
         "seeds in eval.source (e.g. {path: held_out.jsonl}), split the task's rows with "
-        "task.source.select.split (eval takes its eval.part, the test part by default), or set "
+        "task.source.select.split (eval takes its eval.part, the test part by default), skip the "
+        "training rows with eval.offset >= task.offset + task.limit, or set "
         "eval.on_training_seeds: true to evaluate on the training seeds on purpose"
     )
 

@@ -21,7 +21,7 @@ from collabgen.models.base import Message
 from collabgen.models.executor import RoleModel, request_seed
 from collabgen.models.usage import UsageSink
 from collabgen.prompting import Prompts
-from collabgen.tasks.base import SeedModel, Task, transcript
+from collabgen.tasks.base import USER_DRIFT, SeedModel, Task, transcript
 from collabgen.tasks.recipe_check import computed_metrics
 
 if TYPE_CHECKING:
@@ -123,8 +123,10 @@ class Scorer:
         tokens = candidate.tokens + sum(t for m, t in zip(future.messages, future.tokens) if m["role"] == "assistant")
         scored = await self.score_conversation(seed, history, evaluated, tokens, seed_scope)
         estimated = candidate.tokens_estimated or bool(future.estimated)  # the penalty read an estimate
+        drifted = self.task.drifted_user(seed, future.messages) is not None  # the user did the assistant's work
         future.metrics = scored.metrics
-        future.flags = sorted({*scored.flags, "tokens_estimated"}) if estimated else scored.flags
+        future.flags = sorted({*scored.flags, *(["tokens_estimated"] if estimated else []),
+                               *([USER_DRIFT] if drifted else [])})
         future.score = self.weighted(future.metrics)
 
     async def score_conversation(
@@ -171,8 +173,9 @@ class Scorer:
 
     @staticmethod
     def aggregate(candidate: Candidate) -> None:
-        """A candidate's MR and per-metric means over its futures."""
-        futures = candidate.futures
+        """A candidate's MR and per-metric means over its futures, leaving out those whose
+        simulated user drifted (`Candidate.scored_futures`)."""
+        futures = candidate.scored_futures
         names = sorted({name for f in futures for name in f.metrics})
         candidate.metrics = {n: sum(f.metrics.get(n, 0.0) for f in futures) / len(futures) for n in names}
         candidate.score = sum(f.score for f in futures) / len(futures)

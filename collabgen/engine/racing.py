@@ -22,8 +22,9 @@ Two differences from the textbook rules, both on purpose:
   good: the rule is a pure function of the futures so far (so a resumed turn replays the
   same rounds), and a candidate set aside comes back if the best's lead shrinks.
 
-Candidates that may not be chosen (cut at their budget, an undecided metric) never
-contend: more futures cannot make them choosable.
+Candidates that may not be chosen after a round (cut at their budget, an undecided metric,
+only futures whose simulated user drifted) do not contend: a cut reply or an undecided
+metric stays so whatever more futures say.
 """
 
 from __future__ import annotations
@@ -36,13 +37,22 @@ from collabgen.engine.selection import Option, rank
 
 
 def candidate_options(candidates: Sequence[Candidate]) -> list[Option]:
-    """A turn's candidates as selection and the rule see them, as the rows describe them
-    (MR, futures' standard deviation and count, whether it may be chosen)."""
-    return [
-        Option(index=i, score=c.score, text=c.text, eligible=c.choosable,
-               std=sample_std([f.score for f in c.futures]), futures=len(c.futures))
-        for i, c in enumerate(candidates)
-    ]
+    """A turn's candidates as selection and the rule see them, as the rows describe them:
+    MR, standard deviation and count of the futures it averages (`scored_futures`: drifted
+    ones left out), whether it may be chosen."""
+    options = []
+    for i, c in enumerate(candidates):
+        scored = c.scored_futures
+        options.append(Option(index=i, score=c.score, text=c.text, eligible=c.choosable,
+                              std=sample_std([f.score for f in scored]), futures=len(scored)))
+    return options
+
+
+def race_round(candidates: Sequence[Candidate], confidence: float, max_futures: int) -> list[int]:
+    """`next_round` for a turn's candidates, `max_futures` capping the futures sampled
+    (drifted ones included: they were paid for). The engine and `bench.mr_accuracy` call this."""
+    return next_round(candidate_options(candidates), confidence, max_futures,
+                      sampled=[len(c.futures) for c in candidates])
 
 
 def contenders(options: Sequence[Option], confidence: float) -> list[int]:
@@ -64,11 +74,14 @@ def contenders(options: Sequence[Option], confidence: float) -> list[int]:
     return [o.index for o in options if o.index in contending]
 
 
-def next_round(options: Sequence[Option], confidence: float, max_futures: int) -> list[int]:
+def next_round(
+    options: Sequence[Option], confidence: float, max_futures: int, *, sampled: Sequence[int] | None = None,
+) -> list[int]:
     """The candidates that get one more future this round; empty when the race is over
-    (the best stands alone, or every contender has `max_futures`)."""
+    (the best stands alone, or every contender has `max_futures`). `sampled`: futures
+    sampled per option, when more than the `futures` it averages."""
     running = contenders(options, confidence)
     if len(running) <= 1:
         return []
-    futures = {o.index: o.futures for o in options}
-    return [i for i in running if futures[i] < max_futures]
+    counts = {o.index: (o.futures if sampled is None else sampled[k]) for k, o in enumerate(options)}
+    return [i for i in running if counts[i] < max_futures]

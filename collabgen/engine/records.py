@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collabgen.models.base import Message
-from collabgen.tasks.base import UNDECIDED_FLAGS
+from collabgen.tasks.base import ONLY_DRIFTED, UNDECIDED_FLAGS, USER_DRIFT
 
 
 @dataclass
@@ -26,6 +26,11 @@ class Future:
     def truncated(self) -> bool:
         return bool(self.cut)
 
+    @property
+    def drifted(self) -> bool:
+        """Its simulated user acted as the assistant (`Task.user_drift`)."""
+        return USER_DRIFT in self.flags
+
 
 def lead_future(futures: list[Future]) -> int:
     """The future the next real user message comes from: the longest (the first on ties).
@@ -33,9 +38,10 @@ def lead_future(futures: list[Future]) -> int:
     As in the reference, the longest rollout is the one where the simulated user kept
     going; taking it keeps a conversation from ending just because one future's user
     happened to stop early. The conversation ends only when even that future ended at
-    its first (user) message.
+    its first (user) message. A future whose user drifted into the assistant's part is
+    taken only when every one did (its candidate is then never chosen anyway).
     """
-    return max(range(len(futures)), key=lambda i: (len(futures[i].messages), -i))
+    return max(range(len(futures)), key=lambda i: (not futures[i].drifted, len(futures[i].messages), -i))
 
 
 @dataclass
@@ -51,6 +57,12 @@ class Candidate:
     tokens_estimated: bool = False  # the backend reported no usable count (`models.token_usage`)
 
     @property
+    def scored_futures(self) -> list[Future]:
+        """The futures its MR averages: those whose simulated user stayed a user (all of
+        them when none did: the MR is then shown, but `ONLY_DRIFTED` bars the candidate)."""
+        return [f for f in self.futures if not f.drifted] or self.futures
+
+    @property
     def choosable(self) -> bool:
         """Neither cut at its budget nor scored with an undecided metric (`UNDECIDED_FLAGS`)."""
         return not self.truncated and not UNDECIDED_FLAGS.intersection(self.flags)
@@ -59,6 +71,8 @@ class Candidate:
     def flags(self) -> list[str]:
         """Every flag of the candidate and its futures, once each, sorted."""
         own = ["truncated"] if self.truncated else []
+        if self.futures and all(f.drifted for f in self.futures):
+            own.append(ONLY_DRIFTED)
         return sorted({*own, *(flag for f in self.futures for flag in f.flags),
                        *(["truncated_future"] if any(f.truncated for f in self.futures) else [])})
 

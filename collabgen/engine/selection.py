@@ -75,7 +75,8 @@ def best_and_worst(options: Sequence[Option]) -> tuple[int, int]:
     ranked = rank(options)
     if not ranked[0].eligible:
         raise NoEligibleCandidate(f"none of the {len(ranked)} candidates may be chosen: each was cut at its token "
-                                  "budget or scored by a metric that could not decide (see the candidates' flags)")
+                                  "budget, scored by a metric that could not decide, or had only futures whose simulated user "
+                                  "did the assistant's work (see the candidates' flags)")
     return ranked[0].index, ranked[-1].index
 
 

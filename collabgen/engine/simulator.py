@@ -16,11 +16,14 @@ no assistant-facing prompt, judge prompt or output row ever holds it. A satisfie
 ends the chat: its message is stored with the termination marker, which the rest of the
 pipeline reads (futures' `terminated`, the next real user turn, rows strip it). A message
 must carry words: one of blanks, punctuation or only the marker is a reply not in the
-format, asked again like any other.
+format, asked again like any other. The message's `maxLength` holds for every message but
+the first of a seed whose brief asks for a paste (Abg-CoQA's story), which gets the
+paste's length on top (`opening_schema`).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +85,29 @@ def parse_user_reply(text: str) -> UserReply:
     return UserReply(message=message.strip(), satisfied=satisfied)
 
 
+def opening_schema(schema: dict[str, Any] | None, pasted: int) -> dict[str, Any] | None:
+    """The simulator's schema for its first message: the message's `maxLength` raised by
+    `pasted`, the characters the brief tells the user to paste word for word (the Abg-CoQA
+    story, `Task.opening_paste_chars`).
+
+    Why: a constrained decoder (vLLM structured outputs, strict `json_schema`) ends the
+    string at `maxLength`, so an opening that pastes a story near or over the usual cap lost
+    the question that follows it, and the assistant was scored on a story with no question.
+    The story's length on top of the usual cap leaves the user the usual room for what it
+    writes itself (the question, a lead-in) whatever the story's length. The cap is widened
+    rather than dropped: a bound is what keeps a runaway or random model (which fills
+    strings to their `maxLength`) from writing to its token budget, and what `plan`'s
+    budget warnings read. Later messages keep the usual cap: the brief asks for no paste."""
+    if schema is None:
+        return None
+    message = schema.get("properties", {}).get("message", {})
+    if not pasted or "maxLength" not in message:
+        return schema
+    widened = copy.deepcopy(schema)
+    widened["properties"]["message"]["maxLength"] = message["maxLength"] + pasted
+    return widened
+
+
 @dataclass(frozen=True)
 class Said:
     """One message as the chat stores it, with its token count and whether it was cut at its budget."""
@@ -103,6 +129,7 @@ class UserSimulator:
         self.prompts = prompts
         self.system = prompts.render("user_simulator", task_brief=task.user_brief(seed, prompts))
         self.schema = prompts.schema("user_simulator")
+        self.opening = opening_schema(prompts.schema("user_simulator"), task.opening_paste_chars(seed))
 
     def view(self, conversation: list[Message]) -> list[Message]:
         """The chat as the simulator sees it: its brief, then the transcript so far in one message."""
@@ -114,10 +141,11 @@ class UserSimulator:
         self, model: RoleModel, conversation: list[Message], *, seed: int, stage: str, n: int = 1
     ) -> list[Said]:
         """`n` next user messages after `conversation` (one request; unparsable choices asked again)."""
-        replies = await model.complete_parsed(
-            self.view(conversation), seed=seed, stage=stage, parse=parse_user_reply, n=n, json_schema=self.schema,
-        )
         opening = not any(m["role"] == "assistant" for m in conversation)
+        replies = await model.complete_parsed(
+            self.view(conversation), seed=seed, stage=stage, parse=parse_user_reply, n=n,
+            json_schema=self.opening if opening else self.schema,
+        )
         return [
             Said(text=r.value.stored(opening=opening), tokens=r.tokens, truncated=r.finish_reason == TRUNCATED)
             for r in replies

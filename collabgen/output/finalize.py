@@ -34,6 +34,7 @@ class Written:
     files: dict[str, list[str]]
     flags: dict[str, int]
     sft_filtered: int = 0  # finished conversations `output.sft.min_final` kept out of sft/
+    futures: int = 0  # every future of every journaled turn (what `flags["user_drift_futures"]` is a share of)
 
 
 def write_shards(
@@ -53,7 +54,7 @@ def write_shards(
     turns = 0
     system_prompt = recipe.generation.row_system_prompt  # not the sampling one: see GenerationConfig
     selection = Selection(min_gap=recipe.generation.min_gap)
-    sft_filtered = 0
+    sft_filtered = futures = 0
     for conv in sorted(by_conv):
         records = [journal.read_turn(offset) for _, offset in sorted(by_conv[conv])]
         records = _contiguous(records)
@@ -61,6 +62,7 @@ def write_shards(
             turns += 1
             usage.merge(UsageBook.from_dict(record.usage))
             count_flags(record, flags)
+            futures += sum(len(candidate.futures) for candidate in record.candidates)
             for row in candidate_rows(record, task_name, metric_names):
                 writers["candidates"].add(row)
             for pair in pair_rows(record, task_name, metric_names, selection, system_prompt):
@@ -83,11 +85,12 @@ def write_shards(
         files=files,
         flags=dict(flags),
         sft_filtered=sft_filtered,
+        futures=futures,
     )
 
 
 FLAG_COUNTS = ("truncated_candidates", "truncated_futures", "tampered_futures", "math_verify_timeout_futures",
-               "tokens_estimated_futures")
+               "tokens_estimated_futures", "user_drift_futures")
 
 
 def count_flags(record: TurnRecord, flags: Counter[str]) -> None:
@@ -99,6 +102,7 @@ def count_flags(record: TurnRecord, flags: Counter[str]) -> None:
             flags["tampered_futures"] += "tampered" in future.flags
             flags["math_verify_timeout_futures"] += "math_verify_timeout" in future.flags
             flags["tokens_estimated_futures"] += "tokens_estimated" in future.flags
+            flags["user_drift_futures"] += future.drifted
 
 
 def _contiguous(records: list[TurnRecord]) -> list[TurnRecord]:

@@ -10,9 +10,10 @@ thoughts are dropped before anything is stored.
   futures never go inside chosen/rejected: trainers train on every message there.
 - sft: `messages`, the conversation of chosen turns and simulated user turns.
 - candidates: every candidate with its MR, its futures' `score_std`, the MR's standard
-  error `score_se` and `n_futures`, metric means, flags (`truncated`: cut at its
-  token budget, never chosen; `tampered`: its code forged a test verdict in a future) and
-  futures.
+  error `score_se` and `n_futures` (the futures the MR averages), `drifted_futures` (left
+  out: their simulated user acted as the assistant), metric means, flags (`truncated`: cut
+  at its token budget, never chosen; `tampered`: its code forged a test verdict in a future;
+  `user_drift_only`: every future drifted, never chosen) and futures.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def candidates_schema(metric_names: list[str]) -> pl.Schema:
             "score_std": pl.Float64,
             "score_se": pl.Float64,
             "n_futures": pl.Int32,
+            "drifted_futures": pl.Int32,
             "metrics": metrics,
             "chosen": pl.Boolean,
             "rejected": pl.Boolean,
@@ -173,9 +175,10 @@ def candidate_rows(record: TurnRecord, task: str, metric_names: list[str]) -> li
             "reused": c.reused,
             "tokens": c.tokens,
             "score": c.score,
-            "score_std": (std := sample_std([f.score for f in c.futures])),
-            "score_se": standard_error(std, len(c.futures)),
-            "n_futures": len(c.futures),
+            "score_std": (std := sample_std([f.score for f in c.scored_futures])),
+            "score_se": standard_error(std, len(c.scored_futures)),
+            "n_futures": len(c.scored_futures),
+            "drifted_futures": sum(f.drifted for f in c.futures),
             "metrics": _metrics(c.metrics, metric_names),
             "chosen": i == record.best,
             "rejected": i == record.worst and record.worst != record.best,

@@ -28,9 +28,15 @@ if TYPE_CHECKING:
     from collabgen.sandbox import Sandbox
 
 
-UNDECIDED_FLAGS = frozenset({"math_verify_timeout"})
-"""Flags a metric raises when it could not decide a future's score (the value it returns
-is then no verdict): a candidate with one is never chosen nor rejected."""
+USER_DRIFT = "user_drift"
+"""A future's flag: its simulated user acted as the assistant (`Task.user_drift`). The
+future is left out of its candidate's MR; a candidate whose every future drifted gets
+`ONLY_DRIFTED` and is never chosen."""
+ONLY_DRIFTED = "user_drift_only"
+
+UNDECIDED_FLAGS = frozenset({"math_verify_timeout", ONLY_DRIFTED})
+"""Flags that leave a candidate's score no verdict (a metric that could not decide, or no
+future whose user stayed a user): a candidate with one is never chosen nor rejected."""
 
 
 class TaskOptions(BaseModel):
@@ -144,6 +150,28 @@ class Task(ABC, Generic[SeedT, OptionsT]):
         (reference answers, tests, labels): a simulator that knows the answer steers the
         assistant toward it and ends chats a real user could not judge."""
         return prompts.render(self.user_template, seed=seed, options=self.options)
+
+    def user_drift(self, seed: SeedT, message: str) -> str | None:
+        """Why one simulated-user message is the assistant's work rather than a user's
+        (small models playing the user drift into solving the task), or None. A cheap rule
+        per task; the default sees no drift."""
+        return None
+
+    def drifted_user(self, seed: SeedT, messages: list[Message]) -> str | None:
+        """The first drift reason among the user messages of a future, or None."""
+        for message in messages:
+            if message["role"] == "user":
+                reason = self.user_drift(seed, message["content"])
+                if reason is not None:
+                    return reason
+        return None
+
+    def opening_paste_chars(self, seed: SeedT) -> int:
+        """How many characters the brief tells the simulated user to paste word for word in its
+        first message (0: it opens with a request in its own words). The simulator widens the
+        opening's message cap by this much (`engine.simulator.opening_schema`), so the cap
+        never cuts what the brief asks for."""
+        return 0
 
     def sandboxes(self, default: Callable[[], Sandbox]) -> list[tuple[Sandbox, tuple[str, ...]]]:
         """The sandboxes `score` runs code in (`default` is the run's), each with the modules

@@ -59,6 +59,9 @@ class ClarifyTask(Task[ClarifySeed, TaskOptions]):
     def templates(self) -> list[str]:
         return [self.user_template, "tasks/clarify_judge"]
 
+    def opening_paste_chars(self, seed: ClarifySeed) -> int:
+        """The brief says to paste the story in full, then ask: the story's length."""
+        return len(seed.story)
 
     async def score(self, seed: ClarifySeed, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
         first = next(i for i, m in enumerate(conversation) if m["role"] == "assistant")

@@ -39,6 +39,7 @@ from collabgen.tasks.base import (
     transcript,
 )
 from collabgen.tasks.code_formats import CodeFormat, to_bigcodebench
+from collabgen.tasks.drift import writes_code
 
 log = logging.getLogger("collabgen")
 
@@ -111,6 +112,14 @@ class CodeTask(Task[CodeSeed, CodeOptions]):
     def sandboxes(self, default: Callable[[], Sandbox]) -> list[tuple[Sandbox, tuple[str, ...]]]:
         own = self._own_sandbox() if self._own_sandbox is not None else default()
         return [(own, tuple(self.options.canary_imports))]
+
+    def opening_paste_chars(self, seed: CodeSeed) -> int:
+        """The brief has the user pass the signature on word for word (as the reference's user
+        opens with the instruction that holds it), in a fenced block: the cap must fit it."""
+        return len(seed.code_prompt) + len("```python\n\n```")
+
+    def user_drift(self, seed: CodeSeed, message: str) -> str | None:
+        return writes_code(message, seed.code_prompt)
 
     async def score(self, seed: CodeSeed, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
         code = fenced_solution(conversation, seed.entry_point)

@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from collabgen.config.errors import SeedError
 from collabgen.models.base import Message
 from collabgen.tasks.base import ScoringTools, SeedModel, Task, TaskOptions, transcript
+from collabgen.tasks.drift import pastes_document
 from collabgen.tasks.reference_metrics import bleu_nltk
 
 
@@ -67,6 +68,9 @@ class DocumentTask(Task[DocumentSeed, DocumentOptions]):
     def templates(self) -> list[str]:
         return [self.user_template, "tasks/document_extract"]
 
+
+    def user_drift(self, seed: DocumentSeed, message: str) -> str | None:
+        return pastes_document(message, seed.text)
 
     async def score(self, seed: DocumentSeed, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
         document: str = await tools.judge_json(

@@ -46,6 +46,7 @@ from collabgen.tasks.base import (
     assistant_messages,
     transcript,
 )
+from collabgen.tasks.drift import states_final_answer
 
 
 class MathSeed(SeedModel):
@@ -143,6 +144,9 @@ class MathTask(Task[MathSeed, MathOptions]):
             )
         return super().seed_from_row(row, fields, where)
 
+
+    def user_drift(self, seed: MathSeed, message: str) -> str | None:
+        return states_final_answer(message)
 
     async def score(self, seed: MathSeed, conversation: list[Message], tools: ScoringTools) -> dict[str, float]:
         if self.options.accuracy == "judge":

@@ -10,11 +10,14 @@ copied verbatim into the generated test file.
 
 What it compares: when either side is an exact built-in value (None, bool, int, float, str,
 bytes, list, tuple, dict, set, frozenset; the right side is taken as the expected one when
-both are), the other must be of exactly that type (int and float may stand for each other, as
-``==`` lets them; bool never stands for int), containers recursively, dict keys and set items
-built-in values themselves, and every comparison is the built-in type's own ``__eq__`` called
-on the expected value. Anything else (numpy arrays, the tests' own classes, two computed
-values) falls back to ``==``.
+both are), the other is compared by its *real* value, read with the built-in type's own
+methods, never its own: an honest answer passes exactly where ``==`` lets it (True == 1,
+5 == 5.0, a Counter or OrderedDict against a dict, a namedtuple against a tuple, a set against
+a frozenset, numpy's float64 or an exact-int ``__index__`` against a number), and a lie does
+not (an int subclass whose ``__eq__`` says yes is compared as the int it really holds).
+Containers compare recursively, dict keys and set items must be built-in values themselves,
+and every comparison is the built-in type's own ``__eq__`` called on the expected value.
+Anything else (numpy arrays, the tests' own classes, two computed values) falls back to ``==``.
 
 Why it is written so oddly: the solution shares the tests' namespace (and may replace its
 ``__builtins__``), so the factory takes every type from a literal (``().__class__.__class__``
@@ -68,12 +71,50 @@ def _collabgen_equality():  # type: ignore[no-untyped-def]
             return True
         return False
 
-    def numbers(expected, result, kind, got):  # type: ignore[no-untyped-def]
-        if kind is float_:
+    def subclass(got, kind):  # type: ignore[no-untyped-def]
+        """`got` derives from the built-in `kind` by its real layout (type's own check, not a metaclass's)."""
+        return type_.__subclasscheck__(kind, got) is True
+
+    def number(value, got):  # type: ignore[no-untyped-def]
+        """A number as an exact bool, int or float, read by the built-in's own methods (an
+        int subclass's real value, numpy's float64, an `__index__` that gives an exact int),
+        or None when it is no number."""
+        if got is bool_ or got is int_ or got is float_:
+            return value
+        if subclass(got, int_):
+            return int_.__int__(value)
+        if subclass(got, float_):
+            return float_.__float__(value)
+        if subclass(got, str_) or subclass(got, bytes_):
+            return None
+        try:
+            exact = type_.__getattribute__(got, "__index__")(value)
+        except Exception:
+            return None
+        return exact if type_(exact) is int_ else None
+
+    def numbers(expected, result):  # type: ignore[no-untyped-def]
+        """`==` between numbers as Python has it (True == 1, 5 == 5.0), on exact values only."""
+        if type_(expected) is float_:
             return float_.__eq__(expected, result) is True
-        if got is float_:
+        if type_(result) is float_:
             return float_.__eq__(result, expected) is True
         return int_.__eq__(expected, result) is True
+
+    def contents(kind, result, got):  # type: ignore[no-untyped-def]
+        """An instance of a subclass of the container or string `kind` (Counter, OrderedDict,
+        a namedtuple, a str subclass) as an exact `kind` holding its real contents: the
+        subclass's own methods are never asked."""
+        if kind is str_:
+            return str_.__str__(result)
+        if kind is bytes_:
+            return bytes_.__bytes__(result)
+        if kind is dict_:
+            return dict_(dict_.items(result))
+        if kind is set_ or kind is frozenset_:
+            real = set_ if subclass(got, set_) else frozenset_
+            return kind(real.__iter__(result))
+        return kind(kind.__iter__(result))
 
     def sequence(expected, result, kind):  # type: ignore[no-untyped-def]
         size = kind.__len__(expected)
@@ -108,12 +149,16 @@ def _collabgen_equality():  # type: ignore[no-untyped-def]
         kind, got = type_(expected), type_(result)
         if not strict(kind):
             return expected == result
-        if (kind is int_ or kind is float_) and (got is int_ or got is float_):
-            return numbers(expected, result, kind, got)
-        if kind is not got:
-            return False
+        if kind is bool_ or kind is int_ or kind is float_:
+            value = number(result, got)
+            return value is not None and numbers(expected, value)
         if kind is none_:
-            return True
+            return result is None
+        sets = (kind is set_ or kind is frozenset_) and (subclass(got, set_) or subclass(got, frozenset_))
+        if kind is not got:
+            if not (sets or subclass(got, kind)):
+                return False
+            result = contents(kind, result, got)
         if scalar(kind):
             return kind.__eq__(expected, result) is True
         if kind is list_ or kind is tuple_:
