@@ -156,13 +156,16 @@ def test_a_dominating_candidate_stops_after_min_futures(tmp_path):
     assert rows["pairs"].height > 0 and (rows["pairs"]["confidence"] >= 0.9).all()
 
 
-def test_a_close_race_goes_to_max_futures_with_one_request_per_later_future(tmp_path):
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh", "reuse_futures"])
+def test_a_close_race_goes_to_max_futures_with_one_request_per_later_future(tmp_path, reuse):
     with FakeLLMServer() as server:
         install_math(server)
         out = adaptive_run(tmp_path, "race", server, **DEAD_HEAT, **{
-            "generation.adaptive": {"min_futures": 2, "max_futures": 4, "confidence": 0.9}})
+            "generation.adaptive": {"min_futures": 2, "max_futures": 4, "confidence": 0.9},
+            "generation.reuse_futures": reuse})
         rows = shards(out)
         assert set(rows["candidates"]["n_futures"]) == {4}
+        assert rows["candidates"]["reused"].any() == reuse  # a reused candidate's partial future is its first
         later = later_round_seeds(rows["candidates"], 2, 4)
         asked = [seed for seed in seeds_asked(server) if seed in later]
         assert sorted(asked) == sorted(later)  # each later future: one request, once
