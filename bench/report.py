@@ -409,13 +409,18 @@ def write_report(path: Path, command: str, setup: Setup, max_turns: int, elapsed
     if notes.exists():  # prose with {fact} placeholders, filled with this run's numbers
         parts += [notes.read_text(encoding="utf-8").rstrip().format_map(facts), ""]
     text = "\n".join(parts)
-    path.write_text(text + _kept_prefix_cache_section(path), encoding="utf-8")
+    path.write_text(text + "".join(_kept_section(path, name) for name in KEPT_SECTIONS), encoding="utf-8")
     return text
 
 
-def _kept_prefix_cache_section(path: Path) -> str:
-    """The section `bench.prefix_cache` wrote (a real vLLM server, not this fake one): kept."""
-    begin, end = "<!-- prefix-cache:begin -->", "<!-- prefix-cache:end -->"
+KEPT_SECTIONS = ("prefix-cache", "mr-accuracy")
+"""Sections other commands write between `<!-- NAME:begin -->` markers: `bench.prefix_cache`
+(a real vLLM server, not this fake one) and `bench.mr_accuracy` (no server at all)."""
+
+
+def _kept_section(path: Path, name: str) -> str:
+    """The marked section `name` of the old RESULTS.md, kept as it was."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if begin not in old or end not in old:
         return ""

@@ -270,7 +270,7 @@ def _costs(costs: dict[str, float | None]) -> str:
 def plan(recipe: RecipeArg, sets: SetOpt = None, limit: LimitOpt = None, out: OutOpt = None) -> None:
     """Validate a recipe (seeds, templates, keys) and estimate calls and tokens; calls nothing."""
     from collabgen.app.context import prepare
-    from collabgen.app.plan import plan_run
+    from collabgen.app.plan import futures_note, plan_run
 
     console = Console()
     with _exit_on_error():
@@ -279,8 +279,8 @@ def plan(recipe: RecipeArg, sets: SetOpt = None, limit: LimitOpt = None, out: Ou
     loaded = setup.recipe
     console.print(f"recipe ok: task {setup.task.name}, {setup.seeds} seeds, out dir {escape(str(loaded.output.dir))}",
                   soft_wrap=True)
-    console.print(f"calls per conversation (upper bound, {loaded.generation.max_turns} turns): "
-                  f"{estimate.calls_per_conversation:.0f}", soft_wrap=True)
+    console.print(f"calls per conversation (upper bound, {loaded.generation.max_turns} turns"
+                  f"{futures_note(loaded)}): {estimate.calls_per_conversation:.0f}", soft_wrap=True)
     for note in setup.unchecked:
         console.print(f"[yellow]not checked:[/] {escape(note)}", soft_wrap=True)
     for warning in estimate.warnings:

@@ -113,3 +113,22 @@ def test_plan_warns_when_a_roles_budget_cannot_hold_the_bounded_fields_of_its_sc
     assert "asked again with larger budgets up to max_tokens_cap 1024" in plan_output(data, tmp_path)
     data["models"]["user"]["max_tokens"] = tokens
     assert "warning:" not in plan_output(data, tmp_path)
+
+
+def test_plan_with_adaptive_futures_counts_every_race_run_to_max_futures_and_says_it_is_an_upper_bound(
+    tmp_path, monkeypatch,
+):
+    adaptive = {"min_futures": 2, "max_futures": 5, "confidence": 0.9}
+    data = math_recipe(UNUSED, tmp_path / "out", **{"generation.adaptive": adaptive, "task.limit": 2})
+    # The scripted judge rates every window alike, so the run's races run to max_futures too.
+    served, planned, _ = counted_run(data)
+    assert served == planned
+    # Even where the rule would stop every race at once, plan counts max_futures.
+    monkeypatch.setattr("collabgen.engine.collaboration.race_round", lambda *args: [])
+    assert asyncio.run(plan_run(prepare(load_recipe(data), check_keys=False))).calls_per_conversation == planned
+    fixed = asyncio.run(plan_run(prepare(load_recipe(
+        math_recipe(UNUSED, tmp_path / "out", **{"generation.futures": 2, "task.limit": 2})), check_keys=False)))
+    assert planned > fixed.calls_per_conversation
+    text = plan_output(math_recipe(UNUSED, tmp_path / "out", **{"generation.adaptive": adaptive}), tmp_path)
+    assert ("calls per conversation (upper bound, 3 turns, adaptive futures counted at max_futures 5 per candidate: "
+            "a race stops once the best candidate is separated at confidence 0.9, after 2 futures at least)") in text

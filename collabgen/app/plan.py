@@ -4,7 +4,8 @@ The counts are not a hand-kept copy of the call plan: `plan` runs the real conve
 loop (the `Collaboration`, scorer and task metrics of a run) for one seed against the
 counting backend (`collabgen.models.counting`), whose replies make it the upper bound:
 every conversation runs `max_turns` turns, no future ends early, every extraction needs
-the judge, and no two prompts coincide. Tokens are an estimate: prompts at four
+the judge, no two prompts coincide and, with `generation.adaptive`, no race stops before
+every candidate has `max_futures` futures (a real run usually makes far fewer calls). Tokens are an estimate: prompts at four
 characters per token, replies at assumed lengths (assistant `max_tokens` or 300, user
 80, judge 60).
 """
@@ -85,13 +86,24 @@ async def plan_run(setup: RunSetup) -> Plan:
         async def on_turn(record: TurnRecord) -> None:
             return None
 
-        await context.collaboration(first[0], first[1]).run(None, 0, on_turn)
+        collaboration = context.collaboration(first[0], first[1])
+        collaboration.exhaustive = True  # adaptive futures: every race runs to max_futures
+        await collaboration.run(None, 0, on_turn)
         usage: UsageBook = context.usage
     per_role = {
         role: RoleEstimate(tally.calls + tally.cached_calls, tally.prompt_tokens, tally.completion_tokens)
         for role, tally in usage.by_role().items()
     }
     return Plan(seeds=setup.seeds, per_conversation=per_role, warnings=budget_warnings(setup.recipe, backends))
+
+
+def futures_note(recipe: Recipe) -> str:
+    """What the upper bound assumed of adaptive futures ("" with a fixed S)."""
+    a = recipe.generation.adaptive
+    if a is None:
+        return ""
+    return (f", adaptive futures counted at max_futures {a.max_futures} per candidate: a race stops once the best "
+            f"candidate is separated at confidence {a.confidence}, after {a.min_futures} futures at least")
 
 
 def budget_warnings(recipe: Recipe, backends: dict[str, CountingBackend]) -> list[str]:

@@ -289,6 +289,24 @@ class ModelsConfig(_Strict):
         return {"policy": self.policy, "user": self.user, "judge": self.judge}
 
 
+class AdaptiveConfig(_Strict):
+    """Futures sampled in rounds until the turn's best candidate is separated from the rest
+    (a racing rule, `collabgen.engine.racing`): `min_futures` per candidate first, then one
+    more per still-contending candidate per round, up to `max_futures`. `confidence` is the
+    pair confidence (`engine/confidence.py`) at which a candidate counts as beaten."""
+
+    min_futures: int = Field(default=2, ge=1)
+    max_futures: int = Field(default=6, ge=1)
+    confidence: float = Field(default=0.9, gt=0.5, lt=1)
+    """Above 0.5: two tied candidates with no spread have confidence 0.5 and must not stop the race."""
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> AdaptiveConfig:
+        if self.max_futures < self.min_futures:
+            raise ValueError(f"max_futures ({self.max_futures}) must be at least min_futures ({self.min_futures})")
+        return self
+
+
 class GenerationConfig(_Strict):
     """The shape of the search: C candidates, S futures of `window` messages each."""
 
@@ -316,6 +334,13 @@ class GenerationConfig(_Strict):
     seed: int = 0
     conversations: int = Field(default=32, ge=1, description="conversations in flight at once")
     max_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # Left out of dumps when unset, so recipes without it keep their fingerprint.
+    adaptive: AdaptiveConfig | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Opt-in adaptive futures: replaces the fixed `futures` per candidate (see AdaptiveConfig)."""
+
+    def first_futures(self) -> int:
+        """Futures every candidate gets before any stopping rule looks: S, or `min_futures`."""
+        return self.futures if self.adaptive is None else self.adaptive.min_futures
 
     def proactive_count(self) -> int:
         """Candidates per turn sampled under the proactive prompt: `int(C * share)`, rounded

@@ -10,6 +10,10 @@ future (the first on ties; `lead_future`): no extra call. With `reuse_futures`, 
 future's assistant reply (sampled from the plain policy on exactly the next turn's
 history) is one of the next turn's plain candidates, and the rest of that future is a
 partial rollout of it: one sample fewer per turn and two simulated messages fewer.
+With `generation.adaptive`, futures come in rounds (`collabgen.engine.racing`): the first
+as above with `min_futures` in place of S, then one more future per still-contending
+candidate per round, each its own request for the first user reply (seeded by the
+future's index), up to `max_futures`.
 The simulated user speaks through `UserSimulator.speak`: only its public message enters
 a conversation (see `collabgen.engine.simulator`).
 """
@@ -23,8 +27,9 @@ from dataclasses import dataclass
 
 from collabgen.config.recipe import GenerationConfig
 from collabgen.engine.multiturn_reward import Scorer
+from collabgen.engine.racing import candidate_options, race_round
 from collabgen.engine.records import Candidate, Future, TurnRecord, lead_future
-from collabgen.engine.selection import Option, best_and_worst
+from collabgen.engine.selection import best_and_worst
 from collabgen.engine.simulator import Said, UserSimulator, is_termination
 from collabgen.models.base import TRUNCATED, Message
 from collabgen.models.executor import RoleModel, request_seed
@@ -33,6 +38,12 @@ from collabgen.prompting import Prompts
 from collabgen.tasks.base import SeedModel, Task
 
 __all__ = ["Collaboration", "Roles", "is_termination"]
+
+
+def future_from(first: Said) -> Future:
+    """A future begun with the simulated user's first reply to a candidate."""
+    return Future(messages=[{"role": "user", "content": first.text}], tokens=[first.tokens], terminated=first.ends,
+                  cut=[0] if first.truncated else [])
 
 
 @dataclass
@@ -64,6 +75,7 @@ class Collaboration:
         self.prompts = prompts
         self.scorer = scorer
         self.simulator = UserSimulator(task, seed, prompts)
+        self.exhaustive = False  # adaptive futures: never stop a race early (plan's upper bound)
         self._proactive_system = prompts.render("proactive_system")
 
     def _seed(self, *parts: object) -> int:
@@ -128,9 +140,8 @@ class Collaboration:
                 for i, c in enumerate(candidates)
             )
         )
-        best, worst = best_and_worst(
-            [Option(index=i, score=c.score, text=c.text, eligible=c.choosable) for i, c in enumerate(candidates)]
-        )
+        await this_turn.race(history, turn, candidates)
+        best, worst = best_and_worst(candidate_options(candidates))
         lead = lead_future(candidates[best].futures)
         next_user = candidates[best].futures[lead].messages[0]["content"]
         return TurnRecord(
@@ -176,7 +187,7 @@ class Collaboration:
     ) -> None:
         conversation = [*history, {"role": "assistant", "content": candidate.text}]
         reused = [partial] if partial is not None else []
-        fresh = self.gen.futures - len(reused)
+        fresh = max(self.gen.first_futures() - len(reused), 0)
 
         async def fresh_futures() -> list[Future]:
             if fresh == 0:
@@ -185,11 +196,7 @@ class Collaboration:
                 self.roles.user, conversation, n=fresh, seed=self._seed(turn, index, "future-user"),
                 stage="future_user",
             )
-            starts = [
-                Future(messages=[{"role": "user", "content": u.text}], tokens=[u.tokens], terminated=u.ends,
-                       cut=[0] if u.truncated else [])
-                for u in first
-            ]
+            starts = [future_from(u) for u in first]
             return list(await asyncio.gather(
                 *(self.continue_future(conversation, turn, index, len(reused) + s, f) for s, f in enumerate(starts))
             ))
@@ -206,6 +213,38 @@ class Collaboration:
                 for future in candidate.futures
             )
         )
+        Scorer.aggregate(candidate)
+
+    async def race(self, history: list[Message], turn: int, candidates: list[Candidate]) -> None:
+        """With `generation.adaptive`, rounds of one more future for every candidate that can
+        still win, until the best is separated from the rest or `max_futures` (no-op without)."""
+        adaptive = self.gen.adaptive
+        if adaptive is None:
+            return
+        while more := self.next_round(candidates, adaptive.confidence, adaptive.max_futures):
+            await asyncio.gather(*(self.add_future(history, turn, i, candidates[i]) for i in more))
+
+    def next_round(self, candidates: list[Candidate], confidence: float, max_futures: int) -> list[int]:
+        """The rule's next round, or (`exhaustive`, for `collabgen plan`'s upper bound) every
+        candidate below `max_futures`."""
+        if self.exhaustive:
+            return [i for i, c in enumerate(candidates) if len(c.futures) < max_futures]
+        return race_round(candidates, confidence, max_futures)
+
+    async def add_future(self, history: list[Message], turn: int, index: int, candidate: Candidate) -> None:
+        """One more future of `candidate`, scored, and its MR again. Its first user reply is a
+        request of its own, seeded by the future's index like every later message, so each
+        future is a pure function of (conversation, turn, candidate, future index)."""
+        conversation = [*history, {"role": "assistant", "content": candidate.text}]
+        future_index = len(candidate.futures)
+        [first] = await self.simulator.speak(
+            self.roles.user, conversation, seed=self._seed(turn, index, "future-user", future_index),
+            stage="future_user",
+        )
+        future = await self.continue_future(conversation, turn, index, future_index, future_from(first))
+        assert self.scorer is not None, "scoring futures needs a Scorer"
+        await self.scorer.score_future(self.seed, history, candidate, future, (self.gen.seed, self.conv_id))
+        candidate.futures.append(future)
         Scorer.aggregate(candidate)
 
     async def continue_future(
