@@ -17,6 +17,7 @@ MAX_FUNCTION_LINES = 50
 LAYERS = {
     "collabgen.config": 0,
     "collabgen.prompting": 0,
+    "collabgen.files": 0,
     "collabgen.models": 1,
     "collabgen.sandbox": 1,
     "collabgen.tasks": 2,

@@ -18,8 +18,9 @@ from collabgen.config.errors import CollabgenError
 from collabgen.config.recipe import Recipe
 from collabgen.config.secrets import scrub, secret_values
 from collabgen.engine.slices import Slice
+from collabgen.files import write_atomic
 from collabgen.output.manifest import Manifest
-from collabgen.output.outdir import OutDir, write_atomic, write_json_atomic
+from collabgen.output.outdir import OutDir, write_json_atomic
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import math_recipe, write_recipe
 from tests.scripts import install_math
@@ -209,3 +210,12 @@ def test_manifest_read_errors_say_what_is_wrong(tmp_path):
     path.write_text('{"counts": {"pairs": "many"}}')
     with pytest.raises(CollabgenError, match="not a collabgen manifest"):
         Manifest.read(tmp_path)
+
+
+def test_one_of_racing_creators_wins_and_the_loser_reads_the_winner(tmp_path):
+    from collabgen.files import create_exclusive
+
+    target = tmp_path / "partition.json"
+    assert create_exclusive(target, '{"first": true}')
+    assert not create_exclusive(target, '{"second": true}')
+    assert target.read_text() == '{"first": true}' and leftovers(tmp_path) == []

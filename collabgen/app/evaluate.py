@@ -29,9 +29,10 @@ from collabgen.engine.evaluation import (
 )
 from collabgen.engine.journal import AppendLog
 from collabgen.engine.seeds import iter_seeds
+from collabgen.files import write_atomic
 from collabgen.models.registry import build_backend, build_role, resolve_api_key
 from collabgen.output.eval_report import build_report, render_markdown
-from collabgen.output.outdir import write_atomic, write_json_atomic
+from collabgen.output.outdir import write_json_atomic
 from collabgen.tasks.reference_metrics import cl100k_tokens
 
 

@@ -32,8 +32,9 @@ import polars as pl
 from collabgen.config.errors import CollabgenError
 from collabgen.config.secrets import secret_values
 from collabgen.engine.selection import PairsPerTurn, Selection
+from collabgen.files import copy_atomic, write_atomic
 from collabgen.output.manifest import ExportInfo, Manifest, confidence_summary
-from collabgen.output.outdir import OutDir, copy_atomic, write_atomic
+from collabgen.output.outdir import OutDir
 from collabgen.output.rows import pairs_of_turn, pairs_schema
 from collabgen.output.shards import ShardWriter
 

@@ -23,9 +23,9 @@ from collabgen.app.context import RunContext, open_context, prepare, prove_sandb
 from collabgen.config.errors import CollabgenError, InfrastructureError, SeedError
 from collabgen.config.recipe import Recipe
 from collabgen.config.secrets import scrub, secret_values
+from collabgen.files import write_atomic
 from collabgen.models.base import Message
 from collabgen.models.executor import CallFailed
-from collabgen.output.outdir import write_atomic
 
 ROLES = ("system", "user", "assistant")
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from collabgen.config.errors import OutputError
 from collabgen.engine.records import FINISHED, EndRecord, TurnRecord
+from collabgen.files import write_atomic
 from collabgen.models.usage import UsageBook
 
 KINDS = ("turn", "end", "spent")
@@ -217,9 +218,7 @@ def repair_journal(path: Path) -> JournalRepair:
     backup = path.with_name(f"{path.name}.bak-{time.strftime('%Y%m%dT%H%M%S')}")
     shutil.copy2(path, backup)
     body = b"".join(line for number, line, _ in kept if number not in gaps)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_bytes(body)
-    os.replace(temp, path)
+    write_atomic(path, body)
     cut |= {int(record["index"]) for number, _, record in kept if number in gaps}
     return JournalRepair(path=path, dropped=sorted([*dropped, *gaps]), conversations=sorted(cut), backup=backup)
 

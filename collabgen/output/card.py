@@ -15,8 +15,9 @@ import polars as pl
 
 from collabgen.config.recipe import Recipe
 from collabgen.config.secrets import scrub
+from collabgen.files import write_atomic
 from collabgen.output.manifest import Manifest
-from collabgen.output.outdir import OutDir, write_atomic
+from collabgen.output.outdir import OutDir
 from collabgen.tasks.base import Task
 
 if TYPE_CHECKING:

@@ -14,10 +14,8 @@
 Run, export, inspect, push and merge all read and write this layout; when each spelled
 its own paths, a new file (or a renamed one) had to be found in every one of them.
 
-Every file is written to a hidden temp file in its own folder and renamed over the
-target: a reader (a resumed run, `load_dataset`, a push in progress) sees the old file
-or the new one, never half of one. The rename is atomic only within one filesystem,
-hence the temp in the same folder rather than in /tmp.
+Every file is written through `collabgen.files.write_atomic` (a temp file in its own
+folder renamed over the target): a reader sees the old file or the new one, never half.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,31 +32,7 @@ from typing import Any
 from collabgen.config.errors import OutputError
 from collabgen.config.secrets import scrub
 from collabgen.engine.slices import Slice
-
-Content = bytes | str | Callable[[Path], object]
-
-
-def write_atomic(path: Path, content: Content) -> Path:
-    """Write `path` through a temp file + `os.replace`; `content` is the bytes, the text
-    (UTF-8), or a function that writes the temp path (Parquet writers, file copies).
-
-    The temp name carries the pid: slices in several processes may write one file at
-    once (the recipe stamp) and must not write through each other's temp file. A failed
-    write removes its temp file and leaves the target as it was.
-    """
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if isinstance(content, bytes):
-            temp.write_bytes(content)
-        elif isinstance(content, str):
-            temp.write_text(content, encoding="utf-8")
-        else:
-            content(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
+from collabgen.files import write_atomic
 
 
 def write_json_atomic(path: Path, data: Any, secrets: Iterable[str] = ()) -> Path:
@@ -66,11 +40,6 @@ def write_json_atomic(path: Path, data: Any, secrets: Iterable[str] = ()) -> Pat
     e.g. inside an error message in `failures`)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
     return write_atomic(path, scrub(text, secrets) + "\n")
-
-
-def copy_atomic(source: Path, target: Path) -> Path:
-    """A copy that a reader of `target` never sees half done."""
-    return write_atomic(target, lambda temp: shutil.copyfile(source, temp))
 
 
 @dataclass(frozen=True)

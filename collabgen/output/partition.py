@@ -15,13 +15,13 @@ dir made before the record existed is read from its journals.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from collabgen.config.errors import OutputConflictError, OutputError
 from collabgen.engine.slices import Slice
+from collabgen.files import create_exclusive
 from collabgen.output.outdir import OutDir
 
 _SLICE_DIR = re.compile(r"(\d+)-of-(\d+)")
@@ -93,12 +93,6 @@ def claim_partition(out: OutDir, wanted: Partition) -> Partition:
 def _create(path: Path, wanted: Partition) -> Partition:
     """Create the record atomically and exclusively; if another run just did, theirs stands."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(wanted.to_json(), encoding="utf-8")
-    try:
-        os.link(temp, path)  # fails if the record exists: exactly one run creates it
+    if create_exclusive(path, wanted.to_json()):
         return wanted
-    except FileExistsError:
-        return Partition.from_json(path.read_text(encoding="utf-8"), path)
-    finally:
-        temp.unlink(missing_ok=True)
+    return Partition.from_json(path.read_text(encoding="utf-8"), path)

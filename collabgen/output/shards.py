@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from collabgen.output.outdir import write_atomic
+from collabgen.files import write_atomic
 
 
 class ShardWriter:

@@ -15,7 +15,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from collabgen.output.outdir import write_atomic
+from collabgen.files import write_atomic
 from collabgen.view.data import RunView
 from collabgen.view.server import static_files, to_json
 
