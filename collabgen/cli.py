@@ -281,6 +281,10 @@ def plan(recipe: RecipeArg, sets: SetOpt = None, limit: LimitOpt = None, out: Ou
                   soft_wrap=True)
     console.print(f"calls per conversation (upper bound, {loaded.generation.max_turns} turns"
                   f"{futures_note(loaded)}): {estimate.calls_per_conversation:.0f}", soft_wrap=True)
+    if estimate.least_calls_per_conversation is not None:
+        console.print(f"calls per conversation if every race stops after its first round (the lower bound of "
+                      f"adaptive futures, same turns): {estimate.least_calls_per_conversation:.0f}; the race's "
+                      "measured stopping rate is in bench/RESULTS.md (python -m bench.mr_accuracy)", soft_wrap=True)
     for note in setup.unchecked:
         console.print(f"[yellow]not checked:[/] {escape(note)}", soft_wrap=True)
     for warning in estimate.warnings:

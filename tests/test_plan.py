@@ -129,6 +129,11 @@ def test_plan_with_adaptive_futures_counts_every_race_run_to_max_futures_and_say
     fixed = asyncio.run(plan_run(prepare(load_recipe(
         math_recipe(UNUSED, tmp_path / "out", **{"generation.futures": 2, "task.limit": 2})), check_keys=False)))
     assert planned > fixed.calls_per_conversation
+    # The lower bound: every race stopped after its first round is a fixed S of min_futures.
+    bounds = asyncio.run(plan_run(prepare(load_recipe(data), check_keys=False)))
+    assert bounds.least_calls_per_conversation == fixed.calls_per_conversation
+    assert fixed.least_calls_per_conversation is None
     text = plan_output(math_recipe(UNUSED, tmp_path / "out", **{"generation.adaptive": adaptive}), tmp_path)
     assert ("calls per conversation (upper bound, 3 turns, adaptive futures counted at max_futures 5 per candidate: "
             "a race stops once the best candidate is separated at confidence 0.9, after 2 futures at least)") in text
+    assert "calls per conversation if every race stops after its first round (the lower bound" in text

@@ -44,6 +44,8 @@ class Plan:
     seeds: int
     per_conversation: dict[str, RoleEstimate] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # With adaptive futures: the calls per conversation if every race stopped after its first round.
+    least_calls_per_conversation: float | None = None
 
     @property
     def calls_per_conversation(self) -> float:
@@ -73,7 +75,9 @@ def counting_backends(recipe: Recipe) -> dict[str, CountingBackend]:
 
 async def plan_run(setup: RunSetup) -> Plan:
     """Calls and tokens per conversation, counted on one real conversation loop (on the
-    first seed, or a stand-in when the seeds are on the Hub: plan opens no network)."""
+    first seed, or a stand-in when the seeds are on the Hub: plan opens no network); with
+    adaptive futures every race runs to `max_futures`, and a second loop whose races all
+    stop after their first round gives the least calls."""
     if setup.recipe.task.source.hub is not None:
         first: tuple[int, Any] | None = (0, placeholder_seed(setup.task))
     else:
@@ -81,20 +85,31 @@ async def plan_run(setup: RunSetup) -> Plan:
     if first is None:
         return Plan(seeds=0)
     backends = counting_backends(setup.recipe)
+    usage = await _count_conversation(setup, first, backends, race="max")
+    per_role = {
+        role: RoleEstimate(tally.calls + tally.cached_calls, tally.prompt_tokens, tally.completion_tokens)
+        for role, tally in usage.by_role().items()
+    }
+    least = None
+    if setup.recipe.generation.adaptive is not None:
+        fewest = await _count_conversation(setup, first, counting_backends(setup.recipe), race="min")
+        least = float(sum(t.calls + t.cached_calls for t in fewest.by_role().values()))
+    return Plan(seeds=setup.seeds, per_conversation=per_role, warnings=budget_warnings(setup.recipe, backends),
+                least_calls_per_conversation=least)
+
+
+async def _count_conversation(
+    setup: RunSetup, first: tuple[int, Any], backends: dict[str, CountingBackend], race: str,
+) -> UsageBook:
     async with open_context(setup, cache_path=None, backends=backends) as context:
 
         async def on_turn(record: TurnRecord) -> None:
             return None
 
         collaboration = context.collaboration(first[0], first[1])
-        collaboration.exhaustive = True  # adaptive futures: every race runs to max_futures
+        collaboration.race_bounds = race
         await collaboration.run(None, 0, on_turn)
-        usage: UsageBook = context.usage
-    per_role = {
-        role: RoleEstimate(tally.calls + tally.cached_calls, tally.prompt_tokens, tally.completion_tokens)
-        for role, tally in usage.by_role().items()
-    }
-    return Plan(seeds=setup.seeds, per_conversation=per_role, warnings=budget_warnings(setup.recipe, backends))
+        return context.usage
 
 
 def futures_note(recipe: Recipe) -> str:

@@ -75,7 +75,9 @@ class Collaboration:
         self.prompts = prompts
         self.scorer = scorer
         self.simulator = UserSimulator(task, seed, prompts)
-        self.exhaustive = False  # adaptive futures: never stop a race early (plan's upper bound)
+        # Adaptive futures: "rule" races; "max" never stops a race early and "min" stops every
+        # one after its first round (`collabgen plan`'s upper and lower bounds).
+        self.race_bounds: str = "rule"
         self._proactive_system = prompts.render("proactive_system")
 
     def _seed(self, *parts: object) -> int:
@@ -225,10 +227,12 @@ class Collaboration:
             await asyncio.gather(*(self.add_future(history, turn, i, candidates[i]) for i in more))
 
     def next_round(self, candidates: list[Candidate], confidence: float, max_futures: int) -> list[int]:
-        """The rule's next round, or (`exhaustive`, for `collabgen plan`'s upper bound) every
-        candidate below `max_futures`."""
-        if self.exhaustive:
+        """The rule's next round; for `collabgen plan`'s bounds (`race_bounds`), every candidate below
+        `max_futures` ("max") or none ("min")."""
+        if self.race_bounds == "max":
             return [i for i, c in enumerate(candidates) if len(c.futures) < max_futures]
+        if self.race_bounds == "min":
+            return []
         return race_round(candidates, confidence, max_futures)
 
     async def add_future(self, history: list[Message], turn: int, index: int, candidate: Candidate) -> None:
