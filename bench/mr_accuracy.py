@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
+from bench.report import write_marked_section
 from collabgen.engine.multiturn_reward import Scorer
 from collabgen.engine.racing import candidate_options, race_round
 from collabgen.engine.records import Candidate, Future
@@ -302,11 +303,7 @@ def section(results: dict[int, dict[str, Tally]], command: str, turns: int, seco
 
 def write_section(path: Path, text: str) -> None:
     """Replace the marked section of RESULTS.md (or append it)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        old = head.rstrip() + "\n\n" + rest.split(END, 1)[1].lstrip()
-    path.write_text(old.rstrip() + "\n\n" + text, encoding="utf-8")
+    write_marked_section(path, "mr-accuracy", text.replace(BEGIN, "").replace(END, ""))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -413,9 +413,21 @@ def write_report(path: Path, command: str, setup: Setup, max_turns: int, elapsed
     return text
 
 
-KEPT_SECTIONS = ("prefix-cache", "mr-accuracy")
+KEPT_SECTIONS = ("prefix-cache", "mr-accuracy", "view-scale")
 """Sections other commands write between `<!-- NAME:begin -->` markers: `bench.prefix_cache`
-(a real vLLM server, not this fake one) and `bench.mr_accuracy` (no server at all)."""
+(a real vLLM server, not this fake one), `bench.mr_accuracy` and `bench.view_scale` (no
+server at all)."""
+
+
+def write_marked_section(path: Path, name: str, body: str) -> None:
+    """Put `body` between `<!-- NAME:begin/end -->` in RESULTS.md, replacing the old section
+    or appending it; the rest of the file stays as it was."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        old = head.rstrip() + "\n\n" + rest.split(end, 1)[1].lstrip()
+    path.write_text(old.rstrip() + "\n\n" + begin + "\n" + body.strip() + "\n" + end + "\n", encoding="utf-8")
 
 
 def _kept_section(path: Path, name: str) -> str:
