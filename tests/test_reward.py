@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 
 import pytest
 
 from collabgen.app.reward import as_item, sample_scope
-from collabgen.reward import MultiturnReward, RewardItem, verl_compute_score
+from collabgen.reward import MultiturnReward, RewardItem
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import SEEDS, math_recipe, write_recipe
-from tests.scripts import JUDGE, judge, never_parsable_judge, install_math
+from tests.scripts import JUDGE, install_math, judge, never_parsable_judge
 
 ROWS = [json.loads(line) for line in (SEEDS / "math.jsonl").read_text().splitlines() if line.strip()]
 RIGHT = "The answer is $\\boxed{5}$."
