@@ -21,7 +21,7 @@ from collabgen.app.reward import CACHE_FILE, MultiturnReward, RewardItem, Reward
 from collabgen.config.recipe import Recipe
 from collabgen.models.base import ChatBackend, Message
 
-__all__ = ["CACHE_FILE", "MultiturnReward", "RewardItem", "RewardResult", "SyncReward", "trl_reward",
+__all__ = ["CACHE_FILE", "MultiturnReward", "RewardItem", "RewardResult", "SyncReward", "close_verl_rewards", "trl_reward",
            "verl_compute_score"]
 
 log = logging.getLogger("collabgen")
@@ -158,6 +158,15 @@ def _verl_reward(recipe: str | None) -> SyncReward:
         if path not in _VERL_REWARDS:
             _VERL_REWARDS[path] = SyncReward(path)
         return _VERL_REWARDS[path]
+
+
+def close_verl_rewards() -> None:
+    """Close the rewards `verl_compute_score` opened (their roles, cache and loops)."""
+    with _VERL_LOCK:
+        rewards = list(_VERL_REWARDS.values())
+        _VERL_REWARDS.clear()
+    for reward in rewards:
+        reward.close()
 
 
 def _verl_item(solution_str: str, extra_info: dict[str, Any] | None) -> RewardItem:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 import pytest
 
 from collabgen.app.reward import as_item, sample_scope
-from collabgen.reward import MultiturnReward, RewardItem
+from collabgen.reward import MultiturnReward, RewardItem, close_verl_rewards, verl_compute_score
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import SEEDS, math_recipe, write_recipe
 from tests.scripts import JUDGE, install_math, judge, never_parsable_judge
@@ -79,3 +80,32 @@ def test_a_failed_judge_gives_none_not_zero_and_bad_items_say_why(server, tmp_pa
     assert failed.score is None and failed.error and failed.futures == 2
     assert no_user.score is None and "end with a user message" in no_user.error
     assert no_seed.score is None and "bad item" in no_seed.error
+
+
+def test_verl_compute_score_takes_the_naive_and_the_batch_managers_inputs(server, tmp_path):
+    import numpy as np
+
+    recipe = str(write_recipe(tmp_path / "math.yaml", math_recipe(server.base_url, tmp_path / "out")))
+    server.set_script(JUDGE, lambda call: never_parsable_judge(call) if "7 \\times 6" in call.messages[-1]["content"]
+                      else judge(call))
+    good, bad = ROWS[0], ROWS[1]
+    info = {"conversation": opening(good), "seed": good, "num_turns": None}  # the naive manager adds num_turns
+    try:
+        # The naive manager: one sample, keywords; `reward_kwargs` adds `recipe`.
+        single = verl_compute_score(data_source="math", solution_str=RIGHT, ground_truth="5", extra_info=info,
+                                    recipe=recipe)
+        [expected] = score(recipe, [(opening(good), RIGHT, good)])
+        assert single["score"] == expected.score and single["mr_failed"] == 0.0 and single["mr_futures"] == 2.0
+        assert single["accuracy"] == expected.metrics["accuracy"]
+        # The batch manager: lists, `extra_infos` a numpy object array (verl's non-tensor batch).
+        extras = np.array([info, {"conversation": opening(bad), "seed": bad}], dtype=object)
+        fine, failed = verl_compute_score(data_sources=np.array(["math", "math"], dtype=object),
+                                          solution_strs=[RIGHT, "It is $\\boxed{42}$."], ground_truths=["5", "42"],
+                                          extra_infos=extras, recipe=recipe)
+        assert fine == single
+        assert math.isnan(failed["score"]) and failed["mr_failed"] == 1.0  # verl has no None: NaN, flagged
+        assert set(failed) == set(fine)  # verl stacks the extra keys per sample: every sample has all of them
+        with pytest.raises(ValueError, match="extra_info"):
+            verl_compute_score(data_source="math", solution_str=RIGHT, ground_truth="5", extra_info={}, recipe=recipe)
+    finally:
+        close_verl_rewards()
