@@ -96,7 +96,7 @@ class TRLReward:
 
     The dataset's columns (the seed fields, e.g. `problem`, `solution`) arrive as keyword
     lists and make each completion's seed row. A failed completion gets None, which TRL
-    turns into NaN and leaves out of its advantage (TRL >= 0.17); failures are counted in
+    turns into NaN and leaves out of its group baseline, advantage 0 (checked with TRL 1.16); failures are counted in
     the `collabgen/mr_failed` metric and logged. `last_results` holds the last batch's results.
     """
 

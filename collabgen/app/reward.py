@@ -105,7 +105,7 @@ class MultiturnReward:
         self.cache_path = cache_path or OutDir(Path(recipe.output.dir)).state_dir / CACHE_FILE
         self._stack: AsyncExitStack | None = None
         self._context: RunContext | None = None
-        self._limit = asyncio.Semaphore(recipe.generation.conversations)
+        self._limit: asyncio.Semaphore | None = None  # made on open, in the loop that uses it
 
     @classmethod
     def from_recipe(cls, path: str | Path | Recipe, *, backends: dict[str, ChatBackend] | None = None,
@@ -126,6 +126,7 @@ class MultiturnReward:
             await stack.aclose()
             raise
         self._stack, self._context = stack, context
+        self._limit = asyncio.Semaphore(self.recipe.generation.conversations)
         return self
 
     async def close(self) -> None:
@@ -150,9 +151,11 @@ class MultiturnReward:
         """Every item's MR, all in flight at once (within `generation.conversations` and
         each role's limits), in order."""
         context = self.context
+        limit = self._limit
+        assert limit is not None
 
         async def one(item: RewardItem | tuple[Any, ...]) -> RewardResult:
-            async with self._limit:
+            async with limit:
                 return await self.score_one(context, as_item(item))
 
         return list(await asyncio.gather(*(one(item) for item in items)))
