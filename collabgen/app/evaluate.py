@@ -34,7 +34,6 @@ from collabgen.output.eval_report import build_report, render_markdown
 from collabgen.output.outdir import write_atomic, write_json_atomic
 from collabgen.tasks.reference_metrics import cl100k_tokens
 
-
 REPORT = "report.json"
 REPORT_MD = "report.md"
 LOG = "journal.jsonl"
