@@ -373,4 +373,5 @@ def test_cli_view_export_writes_the_file_and_refuses_a_folder_that_is_not_an_out
     assert embedded_data(target.read_text())["overview"]["counts"] == manifest(out)["counts"]
     result = CliRunner().invoke(app, ["view", str(tmp_path), "--export", str(tmp_path / "x.html")])
     assert result.exit_code == 2 and "not a collabgen output" in result.output
+    assert "collabgen eval" in " ".join(result.output.split())  # an eval folder would do too
     assert not (tmp_path / "x.html").exists()

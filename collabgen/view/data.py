@@ -65,8 +65,13 @@ class RunView:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        if self.eval_dir() is None and self.root.is_dir() and not self.has_run():
+            raise ViewError(
+                f"{self.root} is not a collabgen output: it has no manifest.json (a run's out dir: run "
+                f"`collabgen run RECIPE` first) and no {REPORT} here or in eval/ (an eval folder: run "
+                "`collabgen eval RECIPE --policy ...`)")
         if self.eval_dir() is None or self.has_run():
-            Manifest.read(self.root)  # refuse a folder that is neither an out dir nor an eval, at start
+            Manifest.read(self.root)  # refuse a missing folder or a damaged manifest, at start
 
     # ------------------------------------------------------------------ reading
 
