@@ -447,7 +447,8 @@ def view(
     export_to: Annotated[Path | None, typer.Option("--export", metavar="FILE", help="write the page as one "
                          "self-contained HTML file instead of serving it", show_default=False)] = None,
 ) -> None:
-    """A read-only local web page over an out dir: overview, conversations, candidates and futures."""
+    """A read-only local web page over an out dir: overview, conversations, candidates and futures;
+    the eval report of OUT/eval, or of OUT when it is an eval folder itself."""
     from collabgen.view.data import RunView
 
     console = Console()

@@ -1,5 +1,6 @@
 """`collabgen view`: the JSON API over a real out dir (counts equal the manifest's, paging,
-filters, one conversation), read-only and path-safe serving, and `--export`."""
+filters, one conversation; its eval's report and per-seed conversations), read-only and
+path-safe serving, and `--export`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import http.client
 import inspect
 import json
 import re
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -15,17 +17,20 @@ from typer.testing import CliRunner
 
 from collabgen import cli
 from collabgen.cli import app
-from collabgen.view.data import RunView
+from collabgen.view.data import ListQuery, RunView, ViewError
 from collabgen.view.export import export_html
 from collabgen.view.server import ViewServer, serve_in_thread
-from tests.view_run import HOSTILE, make_view_run
+from tests.view_run import ASKER_QUESTION, EVAL_POLICIES, HOSTILE, make_view_eval, make_view_run
 
 STATIC = Path(cli.__file__).parent / "view" / "static"
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
-    return make_view_run(tmp_path_factory.mktemp("view"))
+    base = tmp_path_factory.mktemp("view")
+    out = make_view_run(base)
+    make_view_eval(out, base)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +240,108 @@ def test_the_script_never_puts_text_in_the_page_as_html():
         assert sink not in script, sink
 
 
+# --------------------------------------------------------------------------- the eval report
+
+
+def report_json(folder: Path) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+def eval_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "journal.jsonl").read_text().splitlines()]
+
+
+def test_the_eval_answer_is_report_json_as_written(server, out):
+    shown = api(server, "/api/eval")
+    report = report_json(out / "eval")
+    assert shown["report"] == report  # means, intervals and paired differences: the report's own numbers
+    assert list(shown["report"]["policies"]) == list(EVAL_POLICIES)
+    assert shown["report"]["paired"]["asker - direct"]["metrics"]["interactivity"]["low"] > 0
+    assert shown["dir"] == str(out / "eval") and shown["stale"] is False
+    assert shown["in_log"] == {name: p["conversations"] for name, p in report["policies"].items()}
+    assert api(server, "/api/overview")["eval"] is True
+    log = eval_log(out / "eval")
+    assert [s["index"] for s in shown["seeds"]] == sorted({r["index"] for r in log}) == list(range(6))
+    for row in shown["seeds"]:
+        assert list(row["policies"]) == list(EVAL_POLICIES)
+    failed = [s for s in shown["seeds"] if any(p["status"] != "ok" for p in s["policies"].values())]
+    assert len(failed) == 1 and all(p["status"] == "failed" for p in failed[0]["policies"].values())
+
+
+def test_each_seed_shows_each_policys_own_conversation(server, out):
+    log = eval_log(out / "eval")
+    report = report_json(out / "eval")
+    finished = dict.fromkeys(EVAL_POLICIES, 0)
+    for index in range(6):
+        seed = api(server, f"/api/eval/seed?index={index}")
+        assert seed["index"] == index and seed["conv_id"] == f"math-eval-{index:06d}"
+        assert [p["policy"] for p in seed["policies"]] == list(EVAL_POLICIES)
+        for shown in seed["policies"]:
+            own = [r for r in log if r["policy"] == shown["policy"] and r["index"] == index]
+            assert len(own) == 1
+            assert (shown["status"], shown["reason"], shown["metrics"], shown["messages"]) == (
+                own[0]["status"], own[0]["reason"], own[0]["metrics"], own[0]["messages"])
+            finished[shown["policy"]] += shown["status"] == "ok"
+        direct, asker = seed["policies"]
+        if asker["status"] == "ok":
+            assert asker["messages"][1]["content"] == ASKER_QUESTION
+            assert all(m["content"] != ASKER_QUESTION for m in direct["messages"])
+            assert direct["messages"][0] == asker["messages"][0]  # the same opening: paired
+        else:
+            assert "JSON" in asker["reason"] and direct["messages"] == asker["messages"] == []
+    assert finished == {name: report["policies"][name]["conversations"] for name in EVAL_POLICIES}
+    hostile = [p for i in range(6) for p in api(server, f"/api/eval/seed?index={i}")["policies"]
+               if any(HOSTILE in m["content"] for m in p["messages"])]
+    assert [p["policy"] for p in hostile] == ["direct"]
+
+
+@pytest.mark.parametrize(("query", "status"), [("?index=99", 404), ("", 400), ("?index=two", 400)])
+def test_an_unknown_or_bad_seed_is_refused(server, query, status):
+    code, body, _ = request(server, "GET", f"/api/eval/seed{query}")
+    assert code == status and json.loads(body)["error"]
+
+
+def test_a_conversation_the_report_did_not_count_is_not_shown(out, tmp_path):
+    """The log also holds a conversation under another system prompt (an earlier eval):
+    the seed shows the one the report counted, picked the way `collabgen eval` picks."""
+    folder = tmp_path / "eval"
+    shutil.copytree(out / "eval", folder)
+    counted = next(r for r in eval_log(folder) if r["policy"] == "direct" and r["index"] == 0)
+    other = {**counted, "system_prompt": "another prompt", "messages": [{"role": "user", "content": "other"}]}
+    with (folder / "journal.jsonl").open("a") as handle:
+        handle.write(json.dumps(other) + "\n")
+    view = RunView(folder)
+    assert view.eval_seed(0)["policies"][0]["messages"] == counted["messages"]
+    assert view.eval_report()["stale"] is False
+    # A finished conversation past the report (an eval stopped before its report): stale.
+    with (folder / "journal.jsonl").open("a") as handle:
+        handle.write(json.dumps({**counted, "index": 6, "conv_id": "math-eval-000006"}) + "\n")
+    shown = RunView(folder).eval_report()
+    assert shown["stale"] is True and shown["in_log"]["direct"] == report_json(folder)["policies"]["direct"][
+        "conversations"] + 1
+
+
+def test_an_eval_folder_alone_is_viewed_and_a_run_without_eval_has_none(out, tmp_path):
+    alone = RunView(out / "eval")
+    assert alone.overview() == {"out_dir": str(out / "eval"), "run": False, "eval": True}
+    assert alone.eval_report()["report"] == report_json(out / "eval")
+    with pytest.raises(ViewError, match="no run"):
+        alone.conversations(ListQuery())
+    data = embedded_data(export_html(alone))
+    assert data["eval"]["report"] == report_json(out / "eval") and data["summary"] == []
+    run_only = tmp_path / "run"
+    shutil.copytree(out, run_only, ignore=shutil.ignore_patterns("eval"))
+    server, thread = serve_in_thread(RunView(run_only), port=0)
+    try:
+        assert api(server, "/api/overview")["eval"] is False
+        status, body, _ = request(server, "GET", "/api/eval")
+        assert status == 404 and "no eval report" in json.loads(body)["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -255,6 +362,8 @@ def test_export_is_one_file_whose_data_no_reply_can_break_out_of(out):
     assert len(data["summary"]) == len(data["conversations"]) == manifest(out)["counts"]["seeds"]
     replies = [c["response"] for conv in data["conversations"].values() for t in conv["turns"] for c in t["candidates"]]
     assert any(HOSTILE in reply for reply in replies)
+    assert data["eval"] == view.eval_report() and data["eval"]["report"] == report_json(out / "eval")
+    assert data["eval_seeds"] == {str(i): view.eval_seed(i) for i in range(6)}
 
 
 def test_cli_view_export_writes_the_file_and_refuses_a_folder_that_is_not_an_out_dir(out, tmp_path):
@@ -264,4 +373,5 @@ def test_cli_view_export_writes_the_file_and_refuses_a_folder_that_is_not_an_out
     assert embedded_data(target.read_text())["overview"]["counts"] == manifest(out)["counts"]
     result = CliRunner().invoke(app, ["view", str(tmp_path), "--export", str(tmp_path / "x.html")])
     assert result.exit_code == 2 and "not a collabgen output" in result.output
+    assert "collabgen eval" in " ".join(result.output.split())  # an eval folder would do too
     assert not (tmp_path / "x.html").exists()

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from collabgen.cli import app
 from collabgen.view.data import RunView
 from collabgen.view.server import ViewServer, serve_in_thread
-from tests.view_run import HOSTILE, make_view_run
+from tests.view_run import EVAL_POLICIES, HOSTILE, make_view_eval, make_view_run
 
 pytestmark = pytest.mark.browser
 
@@ -53,7 +53,11 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
-    return make_view_run(tmp_path_factory.mktemp("view"))
+    """The run, with an eval of two policies next to it (OUT/eval)."""
+    base = tmp_path_factory.mktemp("view")
+    out = make_view_run(base)
+    make_view_eval(out, base)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -354,6 +358,102 @@ def test_hostile_markup_shows_as_text_and_runs_nothing(browser, site, server):
     apply_filter(browser, "q", HOSTILE[:40])
     assert list_once_it_counts(browser, 1) == [conv_id]
     assert pwned(browser) == "undefined"
+
+
+# --------------------------------------------------------------------------- the eval report
+
+
+def interval(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
+
+
+def table_rows(driver: WebDriver, css: str) -> dict[str, list[str]]:
+    """A table's rows by their data-row key: each row's cell texts."""
+    return {row.get_attribute("data-row"): [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, f"{css} tbody tr")}
+
+
+def open_seed(driver: WebDriver, index: int) -> list[Any]:
+    """Click the seed in the Evaluation section; its policies' columns."""
+    links = [a for a in driver.find_elements(By.CSS_SELECTOR, "#evaluation a.seed-link") if a.text == f"seed {index}"]
+    assert len(links) == 1
+    links[0].click()
+    wait_for(driver, "#eval-seed .policy-col")
+    return driver.find_elements(By.CSS_SELECTOR, "#eval-seed .policy-col")
+
+
+def test_the_evaluation_section_shows_the_reports_numbers(browser, site, out):
+    report = json.loads((out / "eval" / "report.json").read_text())
+    open_page(browser, site)
+    wait_for(browser, "#evaluation table.eval-policies")
+    metrics = report["metrics"]
+    assert [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table.eval-policies th")] == [
+        "policy", "model", "n", "failed", *metrics]
+    assert table_rows(browser, "table.eval-policies") == {
+        name: [name, p["model"], str(p["conversations"]), str(p["failed"]), *(interval(p["metrics"][m]) for m in metrics)]
+        for name, p in report["policies"].items()}
+    assert list(table_rows(browser, "table.eval-policies")) == list(EVAL_POLICIES)
+    assert table_rows(browser, "table.eval-paired") == {
+        label: [label, str(d["seeds"]), *(interval(d["metrics"][m]) for m in metrics)]
+        for label, d in report["paired"].items()} and report["paired"]
+    seeds = table_rows(browser, "table.eval-seeds")
+    assert [cells[0] for cells in seeds.values()] == [f"seed {i}" for i in range(6)]
+    assert sorted(cells[2:].count("failed") for cells in seeds.values()) == [0] * 5 + [2]
+
+
+def test_a_seed_shows_each_policys_conversation_side_by_side(browser, site, server):
+    open_page(browser, site)
+    for index in range(6):
+        seed = api(server, f"/api/eval/seed?index={index}")
+        wait_for(browser, "#evaluation")
+        columns = open_seed(browser, index)
+        assert [c.get_attribute("data-policy") for c in columns] == list(EVAL_POLICIES)
+        for column, policy in zip(columns, seed["policies"]):
+            assert column.find_element(By.TAG_NAME, "h3").text == policy["policy"]
+            shown = [m.text for m in column.find_elements(By.CSS_SELECTOR, ".msg .content")]
+            assert shown == [m["content"].strip() for m in policy["messages"]]
+            assert column.find_element(By.CSS_SELECTOR, ".status").text.startswith(policy["status"])
+        if seed["policies"][0]["messages"]:
+            # Next to each other: the same row, the baseline on the left.
+            assert columns[0].location["y"] == columns[1].location["y"]
+            assert columns[0].location["x"] + columns[0].size["width"] <= columns[1].location["x"]
+        browser.find_element(By.ID, "back").click()
+
+
+def test_hostile_text_in_an_eval_conversation_shows_as_text(browser, site, server):
+    index = next(i for i in range(6) if any(HOSTILE in m["content"] for p in api(
+        server, f"/api/eval/seed?index={i}")["policies"] for m in p["messages"]))
+    open_page(browser, site)
+    wait_for(browser, "#evaluation")
+    columns = open_seed(browser, index)
+    direct = [m.text for m in columns[0].find_elements(By.CSS_SELECTOR, ".content")]
+    assert any(text.startswith(HOSTILE.strip()[:60]) for text in direct), direct
+    assert any("<script>window.__pwned=1</script>" in text for text in direct)
+    assert browser.find_elements(By.CSS_SELECTOR, "#app script, #app img, #app iframe") == []
+    time.sleep(0.2)
+    assert pwned(browser) == "undefined"
+
+
+def test_an_eval_folder_alone_shows_its_report(browser, out, tmp_path):
+    """`collabgen view OUT/eval`: no run, so the page is the Evaluation section alone."""
+    folder = out / "eval"
+    report = json.loads((folder / "report.json").read_text())
+    target = tmp_path / "eval.html"
+    assert CliRunner().invoke(app, ["view", str(folder), "--export", str(target)]).exit_code == 0
+    alone, thread = serve_in_thread(RunView(folder), port=0)
+    try:
+        for site in (alone.url, target.as_uri()):
+            browser.get(site)
+            wait_for(browser, "#evaluation table.eval-policies")
+            assert browser.find_elements(By.ID, "list-total") == []
+            rows = table_rows(browser, "table.eval-policies")
+            assert [cells[4] for cells in rows.values()] == [
+                interval(p["metrics"][report["metrics"][0]]) for p in report["policies"].values()]
+            assert len(open_seed(browser, 0)) == len(EVAL_POLICIES)
+    finally:
+        alone.shutdown()
+        alone.server_close()
+        thread.join(5)
 
 
 # --------------------------------------------------------------------------- the console

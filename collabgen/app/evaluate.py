@@ -27,13 +27,19 @@ from collabgen.engine.evaluation import (
     eval_generation,
     eval_task_config,
 )
-from collabgen.engine.journal import AppendLog
+from collabgen.engine.journal import AppendLog, LogReader
 from collabgen.engine.seeds import iter_seeds
 from collabgen.files import write_atomic
 from collabgen.models.registry import build_backend, build_role, resolve_api_key
 from collabgen.output.eval_report import build_report, render_markdown
 from collabgen.output.outdir import write_json_atomic
 from collabgen.tasks.reference_metrics import cl100k_tokens
+
+REPORT = "report.json"
+REPORT_MD = "report.md"
+LOG = "journal.jsonl"
+"""The eval folder's files: the report and the append log of finished conversations
+(`collabgen view` reads both)."""
 
 
 def check_policies(recipe: Recipe, specs: list[PolicySpec]) -> None:
@@ -48,9 +54,10 @@ def check_policies(recipe: Recipe, specs: list[PolicySpec]) -> None:
         resolve_api_key(role, config)
 
 
-def finished_results(log: AppendLog, prompts: dict[str, str | None]) -> dict[tuple[str, int], EvalResult]:
+def finished_results(log: LogReader, prompts: dict[str, str | None]) -> dict[tuple[str, int], EvalResult]:
     """Finished conversations of the policies in `prompts` (name -> its sampling system
-    prompt); one held under another system prompt is played again."""
+    prompt); one held under another system prompt is played again. `collabgen view` picks
+    an eval report's conversations with it too, so it shows the ones the report counted."""
     done: dict[tuple[str, int], EvalResult] = {}
     for record in log.records():
         try:
@@ -89,7 +96,7 @@ async def evaluate(recipe: Recipe, specs: list[PolicySpec]) -> list[EvalResult]:
     seeds = list(iter_seeds(setup.task, task_config))  # eval sets are small; validated before any call
     out = eval_dir(recipe)
     out.mkdir(parents=True, exist_ok=True)
-    log = AppendLog(out / "journal.jsonl")
+    log = AppendLog(out / LOG)
     done = finished_results(log, sampling_prompts(recipe, specs))
     results = list(done.values())
     async with open_context(setup, cache_path=out / "cache.sqlite") as context:
@@ -121,9 +128,9 @@ def write_report(
     report = build_report(recipe, specs, results, metrics)
     out = eval_dir(recipe)
     secrets = secret_values(recipe)
-    write_json_atomic(out / "report.json", report, secrets)
-    write_atomic(out / "report.md", scrub(render_markdown(report), secrets))
-    return report, out / "report.md"
+    write_json_atomic(out / REPORT, report, secrets)
+    write_atomic(out / REPORT_MD, scrub(render_markdown(report), secrets))
+    return report, out / REPORT_MD
 
 
 def eval_outcome(recipe: Recipe, report: dict[str, Any]) -> Outcome:

@@ -62,32 +62,12 @@ class JournalIndex:
         return {i for i, end in self.ends.items() if end.finished}
 
 
-class AppendLog:
-    """JSON lines appended and fsynced one record at a time; a last line cut short by a
-    kill is dropped when the log is opened again. The run's journal and eval's share it."""
+class LogReader:
+    """An append log read only: its complete records, a last line cut short skipped, the
+    file neither repaired nor opened for writing (`collabgen view` reads an eval's log)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-        self._handle = path.open("a", encoding="utf-8")
-
-    def _repair(self) -> None:
-        """Drop a trailing line cut short by a kill."""
-        if not self.path.exists():
-            return
-        with self.path.open("rb+") as handle:
-            data = handle.read()
-            if data and not data.endswith(b"\n"):
-                handle.truncate(data.rfind(b"\n") + 1)
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        self._handle.close()
 
     def records(self) -> Iterator[dict[str, Any]]:
         for _, _, record in self._scan():
@@ -113,6 +93,34 @@ class AppendLog:
         if not isinstance(record, dict):
             raise JournalDamaged(self.path, number, "not a JSON object")
         return record
+
+
+class AppendLog(LogReader):
+    """JSON lines appended and fsynced one record at a time; a last line cut short by a
+    kill is dropped when the log is opened again. The run's journal and eval's share it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        self._handle = path.open("a", encoding="utf-8")
+
+    def _repair(self) -> None:
+        """Drop a trailing line cut short by a kill."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 class Journal(AppendLog):

@@ -5,10 +5,16 @@ only the columns and rows it needs), so a page reloaded after a run (or a resume
 finalize) shows the new shards. The per-conversation summary that the list filters and
 pages is one small row per conversation; it is kept while the shard files are unchanged
 (same names, sizes and mtimes) so paging does not rescan. Nothing is written.
+
+An eval (`collabgen eval`) is shown from its folder: OUT/eval next to a run, or the
+folder given when it is an eval folder itself (its report.json and journal.jsonl; no
+run needed). Its statistics are report.json's as written, never recomputed; the
+conversations are the log's, picked the way `collabgen eval` picks them.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +22,17 @@ from typing import Any
 
 import polars as pl
 
+from collabgen.app.evaluate import LOG as EVAL_LOG
+from collabgen.app.evaluate import REPORT, finished_results
 from collabgen.config.errors import CollabgenError
+from collabgen.engine.evaluation import EvalResult
+from collabgen.engine.journal import LogReader
 from collabgen.output.manifest import Manifest
 from collabgen.output.outdir import OutDir
 
 BINS = 20
 PAGE_MAX = 200
+
 _Files = tuple[tuple[str, int, int], ...]
 
 
@@ -54,11 +65,32 @@ class RunView:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        Manifest.read(self.root)  # refuse a folder that is not an out dir, at start
+        if self.eval_dir() is None and self.root.is_dir() and not self.has_run():
+            raise ViewError(
+                f"{self.root} is not a collabgen output: it has no manifest.json (a run's out dir: run "
+                f"`collabgen run RECIPE` first) and no {REPORT} here or in eval/ (an eval folder: run "
+                "`collabgen eval RECIPE --policy ...`)")
+        if self.eval_dir() is None or self.has_run():
+            Manifest.read(self.root)  # refuse a missing folder or a damaged manifest, at start
 
     # ------------------------------------------------------------------ reading
 
+    def has_run(self) -> bool:
+        """Whether the folder is a run's out dir (an eval folder alone is not)."""
+        return OutDir(self.root).manifest_path.is_file()
+
+    def eval_dir(self) -> Path | None:
+        """The eval folder shown: the folder itself when it holds a report (`collabgen view
+        OUT/eval`, or any `eval.dir`), else OUT/eval when that does (`collabgen view OUT`).
+        Looked up on every request, so an eval finished after the page opened shows."""
+        for folder in (self.root, self.root / "eval"):
+            if (folder / REPORT).is_file():
+                return folder
+        return None
+
     def manifest(self) -> Manifest:
+        if not self.has_run():
+            raise ViewError(f"{self.root} holds an eval report but no run (no manifest.json)")
         return Manifest.read(self.root)
 
     def _files(self, config: str) -> list[Path]:
@@ -75,6 +107,10 @@ class RunView:
     # ------------------------------------------------------------------ overview
 
     def overview(self) -> dict[str, Any]:
+        """The run's numbers; `run` and `eval` say which of the two the folder holds."""
+        has_eval = self.eval_dir() is not None
+        if not self.has_run():
+            return {"out_dir": str(self.root), "run": False, "eval": has_eval}
         manifest = self.manifest()
         counts = manifest.counts
         candidates = self._scan("candidates")
@@ -87,6 +123,8 @@ class RunView:
         usage = manifest.usage
         return {
             "out_dir": str(self.root),
+            "run": True,
+            "eval": has_eval,
             "task": manifest.task,
             "complete": manifest.complete,
             "interrupted": manifest.interrupted,
@@ -119,6 +157,7 @@ class RunView:
     def summary(self) -> pl.DataFrame:
         """One row per conversation: id, task, status, reason, turns, candidates, pairs,
         flags, and each turn's chosen - rejected MR (`turn_gaps`)."""
+        self.manifest()  # an eval folder alone has no conversation list
         manifest_path = OutDir(self.root).manifest_path
         key = tuple(
             (str(p), (st := p.stat()).st_size, st.st_mtime_ns)
@@ -311,8 +350,81 @@ class RunView:
         """Every conversation in full, for `--export` (a file to share holds them all)."""
         return [self.conversation(c) for c in self.summary()["conv_id"].to_list()]
 
+    # ------------------------------------------------------------------ the eval report
+
+    def _eval(self) -> tuple[Path, dict[str, Any], dict[int, dict[str, EvalResult]]]:
+        """The eval folder, its report.json as written, and per seed index each report
+        policy's conversation: the finished one the report counted (picked by
+        `finished_results`, as `collabgen eval` does), else the policy's last failed one."""
+        folder = self.eval_dir()
+        if folder is None:
+            raise ViewError(f"no eval report in {self.root} or {self.root / 'eval'} (run `collabgen eval` first)")
+        try:
+            report = json.loads((folder / REPORT).read_text(encoding="utf-8"))
+            log = LogReader(folder / EVAL_LOG)
+            prompts = {name: policy.get("system_prompt") for name, policy in report["policies"].items()}
+            done = finished_results(log, prompts)
+            failed = {(r.policy, r.index): r for r in _eval_results(log) if r.status != "ok" and r.policy in prompts}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, CollabgenError) as err:
+            raise ViewError(f"{folder}: cannot read the eval report or its log: {err}") from None
+        seeds: dict[int, dict[str, EvalResult]] = {}
+        for (name, index), result in sorted({**failed, **done}.items(), key=lambda kv: kv[0][1]):
+            seeds.setdefault(index, {})[name] = result
+        order = list(prompts)
+        return folder, report, {i: dict(sorted(by.items(), key=lambda kv: order.index(kv[0])))
+                                for i, by in seeds.items()}
+
+    def eval_report(self) -> dict[str, Any]:
+        """The report as `collabgen eval` wrote it (its means, intervals and paired
+        differences, never recomputed here), each seed's row for the list, and per policy
+        how many finished conversations the log holds: more than the report counts means
+        an eval still running or stopped before its report (`stale`)."""
+        folder, report, seeds = self._eval()
+        finished = {name: sum(1 for by in seeds.values() if name in by and by[name].status == "ok")
+                    for name in report["policies"]}
+        return {
+            "dir": str(folder),
+            "report": report,
+            "seeds": [{"index": index, "conv_id": next(iter(by.values())).conv_id,
+                       "policies": {name: {"status": r.status, "metrics": r.metrics} for name, r in by.items()}}
+                      for index, by in sorted(seeds.items())],
+            "in_log": finished,
+            "stale": any(finished[n] != p["conversations"] for n, p in report["policies"].items()),
+        }
+
+    def eval_seed(self, index: int) -> dict[str, Any]:
+        """One seed: each policy's whole conversation (messages, metrics, status), in the
+        report's policy order, for reading them side by side."""
+        _, report, seeds = self._eval()
+        if index not in seeds:
+            raise ViewError(f"no eval conversation for seed index {index}")
+        by = seeds[index]
+        return {
+            "index": index,
+            "conv_id": next(iter(by.values())).conv_id,
+            "metrics": report["metrics"],
+            "policies": [{"policy": name, "status": r.status, "reason": r.reason, "metrics": r.metrics,
+                          "messages": r.messages, "system_prompt": r.system_prompt} for name, r in by.items()],
+        }
+
+    def all_eval_seeds(self) -> dict[int, dict[str, Any]]:
+        """Every seed's conversations, for `--export`."""
+        _, _, seeds = self._eval()
+        return {index: self.eval_seed(index) for index in sorted(seeds)}
+
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _eval_results(log: LogReader) -> list[EvalResult]:
+    """Every record of an eval log that is a conversation, in order (later ones win)."""
+    results = []
+    for record in log.records():
+        try:
+            results.append(EvalResult(**record))
+        except TypeError:
+            continue
+    return results
 
 
 def shown_min_gap(manifest: Manifest) -> float | None:

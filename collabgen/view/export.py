@@ -1,8 +1,9 @@
 """`collabgen view OUT --export FILE`: the page as one self-contained HTML file.
 
 The style and script are inlined, and the data (overview, every conversation's summary
-and every conversation in full) sits in a `<script type="application/json">` block that
-the script reads with `JSON.parse`; the page filters and pages it itself. `<` in the JSON
+and every conversation in full; the eval report and every seed's conversations) sits in
+a `<script type="application/json">` block that the script reads with `JSON.parse`; the
+page filters and pages it itself. `<` in the JSON
 is written `\\u003c`, so no model text can close the block (`</script>`) or open a comment.
 A Content-Security-Policy meta tag allows only the inlined script and style (by hash) and
 no network at all: the file opens offline and calls nothing.
@@ -40,9 +41,11 @@ def export_html(view: RunView) -> str:
     assets = static_files()
     script = assets["app.js"].decode("utf-8")
     style = assets["style.css"].decode("utf-8")
-    summary = view.summary()
-    data = {"overview": view.overview(), "summary": summary.to_dicts(),
-            "conversations": {c["conv_id"]: c for c in view.all_conversations()}}
+    overview = view.overview()
+    data = {"overview": overview, "summary": view.summary().to_dicts() if overview["run"] else [],
+            "conversations": {c["conv_id"]: c for c in view.all_conversations()} if overview["run"] else {},
+            "eval": view.eval_report() if overview["eval"] else None,
+            "eval_seeds": view.all_eval_seeds() if overview["eval"] else {}}
     csp = (f"default-src 'none'; script-src '{_sha256(script)}'; style-src '{_sha256(style)}'; img-src data:; "
            "connect-src 'none'; base-uri 'none'; form-action 'none'")
     for name, text in (("app.js", script), ("style.css", style)):

@@ -3,7 +3,8 @@
 Routes: `/` (the page), `/static/NAME` (a file of the package's `view/static/`, looked up
 by name among the files there, never joined onto a path), and JSON under `/api/`:
 `overview`, `conversations?task=&failed=&flag=&gap_min=&gap_max=&q=&offset=&limit=`,
-`conversation?id=`. Nothing of the out dir is served as a file: every answer comes from
+`conversation?id=`, `eval` (the eval report and its seeds) and `eval/seed?index=` (each
+policy's conversation of one seed). Nothing of the out dir is served as a file: every answer comes from
 `RunView`. Any other method is 405; an unknown path 404. Bound to loopback, a request
 naming another host (DNS rebinding) is refused.
 """
@@ -198,10 +199,19 @@ def _conversation(view: RunView, query: dict[str, list[str]]) -> dict[str, Any]:
     return view.conversation(conv_id)
 
 
+def _eval_seed(view: RunView, query: dict[str, list[str]]) -> dict[str, Any]:
+    index = _one(query, "index")
+    if index is None:
+        raise ValueError("index is required")
+    return view.eval_seed(int(index))
+
+
 _API: dict[str, Callable[[RunView, dict[str, list[str]]], Any]] = {
     "/api/overview": lambda view, _query: view.overview(),
     "/api/conversations": lambda view, query: view.conversations(list_query(query)),
     "/api/conversation": _conversation,
+    "/api/eval": lambda view, _query: view.eval_report(),
+    "/api/eval/seed": _eval_seed,
 }
 
 

@@ -1,4 +1,4 @@
-// collabgen view: a read-only page over one out dir.
+// collabgen view: a read-only page over one out dir (and its eval report, or an eval folder alone).
 // Every piece of model or user text is put in the page with textContent (through `el`):
 // never as HTML, so a reply holding a script tag or an img onerror shows as the text it is.
 "use strict";
@@ -68,6 +68,8 @@
       overview: () => get("api/overview"),
       conversations: (filters) => get("api/conversations", filters),
       conversation: (id) => get("api/conversation", { id }),
+      evaluation: () => get("api/eval"),
+      evalSeed: (index) => get("api/eval/seed", { index }),
     };
   }
 
@@ -106,6 +108,14 @@
       conversation: async (id) => {
         if (!(id in data.conversations)) throw new Error("no conversation " + id);
         return data.conversations[id];
+      },
+      evaluation: async () => {
+        if (!data.eval) throw new Error("no eval report in this file");
+        return data.eval;
+      },
+      evalSeed: async (index) => {
+        if (!(String(index) in (data.eval_seeds || {}))) throw new Error("no eval conversation for seed index " + index);
+        return data.eval_seeds[String(index)];
       },
     };
   }
@@ -331,6 +341,70 @@
     return el("div", { id: "conversation" }, head, turns);
   }
 
+  // ------------------------------------------------------------------ the eval report
+
+  // Every number is report.json's (collabgen/output/eval_report.py): shown, never recomputed.
+  function interval(stat) {
+    return stat ? `${num(stat.mean)} [${num(stat.low)}, ${num(stat.high)}]` : "n/a";
+  }
+
+  function statTable(className, headers, rows) {
+    // rows: [{key, cells}]; a row's key names it (data-row) so a reader can find a policy's line.
+    return el("table", { className: "grid " + className },
+      el("thead", {}, el("tr", {}, headers.map((h) => text("th", h)))),
+      el("tbody", {}, rows.map((row) => el("tr", { "data-row": row.key },
+        row.cells.map((c) => (c instanceof Node ? el("td", {}, c) : text("td", c)))))));
+  }
+
+  function renderEvaluation(e) {
+    const r = e.report;
+    const metrics = r.metrics;
+    const policies = statTable("eval-policies", ["policy", "model", "n", "failed", ...metrics],
+      Object.entries(r.policies).map(([name, p]) => ({ key: name,
+        cells: [name, p.model ?? "", String(p.conversations), String(p.failed), ...metrics.map((m) => interval(p.metrics[m]))] })));
+    const paired = Object.keys(r.paired).length
+      ? statTable("eval-paired", ["comparison", "seeds", ...metrics], Object.entries(r.paired).map(([label, d]) => ({ key: label,
+        cells: [label, String(d.seeds), ...metrics.map((m) => interval(d.metrics[m]))] })))
+      : text("p", "one policy: no paired differences", "dim");
+    const names = Object.keys(r.policies);
+    const seeds = statTable("eval-seeds", ["seed", "conversation", ...names], e.seeds.map((s) => ({ key: String(s.index),
+      cells: [el("a", { href: "#/eval/seed/" + s.index, className: "seed-link" }, `seed ${s.index}`), s.conv_id,
+        ...names.map((n) => {
+          const p = s.policies[n];
+          if (!p) return "—";
+          return p.status === "ok" ? metrics.map((m) => `${m} ${num(p.metrics[m])}`).join(" · ") : p.status;
+        })] })));
+    const pinned = r.pinned || {};
+    const prompts = Object.entries(r.policies).filter(([, p]) => p.system_prompt);
+    const box = section("Evaluation",
+      text("p", `${e.dir} · task ${r.task ?? "?"}`, "dim"),
+      e.stale ? text("p", "the log holds conversations this report does not count (an eval still running or stopped " +
+        "before its report); run `collabgen eval` again to update it", "bad stale") : null,
+      text("h3", "Mean and 95% bootstrap interval per policy"), policies,
+      text("h3", `Paired differences on the same seeds (against ${names[0] ?? "?"})`), paired,
+      prompts.length ? el("details", { className: "prompts" }, text("summary", "system prompts (sampling)"),
+        prompts.map(([name, p]) => el("div", { className: "msg system" }, text("span", name, "role"),
+          text("div", p.system_prompt, "content")))) : null,
+      text("p", `pinned: user simulator ${pinned.user ? pinned.user.model : "?"}, judge ${pinned.judge ? pinned.judge.model : "?"}, ` +
+        `eval seed ${pinned.eval_seed ?? "?"}, ${pinned.bootstrap_resamples ?? "?"} bootstrap resamples, ` +
+        `at most ${pinned.max_turns ?? "?"} turns`, "dim"),
+      text("h3", `Seeds (${e.seeds.length}): click one to read the policies' conversations side by side`), seeds);
+    box.id = "evaluation";
+    return box;
+  }
+
+  function renderEvalSeed(s) {
+    const columns = s.policies.map((p) => el("div", { className: "policy-col", "data-policy": p.policy },
+      text("h3", p.policy),
+      text("p", p.status + (p.reason ? `: ${p.reason}` : ""), p.status === "ok" ? "status" : "bad status"),
+      text("p", s.metrics.filter((m) => m in p.metrics).map((m) => `${m} ${num(p.metrics[m])}`).join(" · "), "metrics"),
+      p.messages.map(messageBlock)));
+    return el("div", { id: "eval-seed" },
+      section(`Seed ${s.index} · ${s.conv_id}`,
+        el("p", {}, el("a", { href: "#/", id: "back" }, "← evaluation")),
+        el("div", { className: "policy-cols" }, columns)));
+  }
+
   // ------------------------------------------------------------------ routing
 
   function showError(err) {
@@ -344,6 +418,12 @@
     const hash = location.hash || "#/";
     try {
       if (!overviewCache) overviewCache = await source.overview();
+      if (hash.startsWith("#/eval/seed/")) {
+        const index = decodeURIComponent(hash.slice("#/eval/seed/".length));
+        app.replaceChildren(renderEvalSeed(await source.evalSeed(index)));
+        window.scrollTo(0, 0);
+        return;
+      }
       if (hash.startsWith("#/conv/")) {
         const id = decodeURIComponent(hash.slice("#/conv/".length));
         app.replaceChildren(renderConversation(await source.conversation(id)));
@@ -351,6 +431,12 @@
         return;
       }
       if (!data) overviewCache = await source.overview(); // reread: a finished run's new shards
+      const evaluation = overviewCache.eval ? renderEvaluation(await source.evaluation()) : null;
+      if (!overviewCache.run) { // an eval folder alone: its report is the whole page
+        document.getElementById("run").textContent = `${overviewCache.out_dir} · eval`;
+        app.replaceChildren(el("div", { id: "overview" }, evaluation));
+        return;
+      }
       const listBox = el("div", { id: "list" });
       const redraw = () => renderList(listBox, overviewCache).catch(showError);
       const overview = renderOverview(overviewCache);
@@ -358,6 +444,7 @@
       conversations.id = "conversations";
       // Counts and failures first, then the list, then the charts and tables.
       overview.insertBefore(conversations, overview.children[2] || null);
+      if (evaluation) overview.prepend(evaluation); // an eval next to the run: its report first
       app.replaceChildren(overview);
       await renderList(listBox, overviewCache);
     } catch (err) {
