@@ -66,6 +66,18 @@ class SplitConfig(_Strict):
     train_fraction: float | None = Field(default=None, gt=0, lt=1, exclude_if=lambda value: value is None)
     part: Literal["train", "test"] = "train"
     test_first: bool = False
+    # Left out of dumps at its default, so recipes that do not give it keep their fingerprint.
+    shuffle: Literal["positions", "labels", "none"] = Field(
+        default="positions",
+        exclude_if=lambda value: value == "positions",
+        description=(
+            "`positions` (default): the rows' positions are shuffled and the first ones make the first part "
+            "(the reference's way); `labels`: a list of part labels (the first part's first) is shuffled and "
+            "dealt to the rows in order (the paper-era BigCodeBench split, `random.shuffle(splits)`); `none`: "
+            "no shuffle, the first rows make the first part (the paper-era Medium split: after an ascending "
+            "sort the newest rows are test)"
+        ),
+    )
 
 
 class TopParts(_Strict):
