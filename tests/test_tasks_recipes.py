@@ -1,5 +1,6 @@
 """The shipped recipes: every one validates; the defaults keep the paper's formula, the
-`recipes/collabllm/` presets carry the reference code's numbers, and the math one runs."""
+`recipes/collabllm/` presets carry the reference code's numbers, the `recipes/paper/` ones
+the paper-era code's, and the math one runs."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ PRESETS = {
     "mediumdoc": ("document", {"bleu_nltk": 1.0, "token_penalty": 0.1}),
     "bigcodebench": ("code", {"pass_rate": 1.0, "token_penalty": 0.5}),
 }
+PAPER = {
+    # name: (task, reward weights, lambda, user model, policy temperature, max_turns, min_gap)
+    "math": ("math", {"accuracy": 1.0, "interactivity": 1.0, "token_penalty": 1.0}, 5e-4, "gpt-4o-mini", 0.6, 6, 0.05),
+    "mediumdoc": ("document", {"bleu_nltk": 1.0, "token_penalty": 1.0}, 1e-4, "gpt-4o", 0.8, 8, 0.02),
+    "bigcodebench": ("code", {"pass_rate": 1.0, "interactivity": 1.0, "token_penalty": 1.0}, 5e-4, "gpt-4o-mini",
+                     0.5, 8, 0.02),
+}
 ALL = sorted(p.relative_to(RECIPES).with_suffix("").as_posix() for p in RECIPES.rglob("*.yaml"))
 
 
@@ -35,7 +43,8 @@ def _keys(monkeypatch):
 
 
 def test_the_shipped_recipes_are_the_ones_this_file_checks():
-    assert set(ALL) == {*DEFAULTS, *(f"collabllm/{n}" for n in PRESETS), "eval/abgcoqa", "custom_qa"}
+    assert set(ALL) == {*DEFAULTS, *(f"collabllm/{n}" for n in PRESETS), *(f"paper/{n}" for n in PAPER),
+                        "eval/abgcoqa", "custom_qa"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -109,6 +118,35 @@ def test_the_collabllm_presets_carry_the_reference_codes_numbers(name, spec):
     for tokens in (0, 1, 999, 2048, 14_336, 1_000_000):
         got = weights["token_penalty"] * token_penalty(tokens, recipe.reward)
         assert got == pytest.approx(per_thousand * tokens / 1000, abs=1e-12)
+
+
+@pytest.mark.parametrize(("name", "spec"), PAPER.items())
+def test_the_paper_presets_carry_the_paper_era_codes_numbers(name, spec):
+    task, weights, lambda_, user, temperature, max_turns, min_gap = spec
+    recipe = load_recipe(RECIPES / "paper" / f"{name}.yaml")
+    assert recipe.task.type == task and recipe.reward.weights == weights and recipe.task.limit == 500
+    # reward = llm_rw + task - min(cost_weight * tokens, 1), every message after the history counted.
+    penalty = recipe.reward.token_penalty
+    assert (penalty.lambda_, penalty.cap, penalty.over) == (lambda_, 1.0, "all")
+    # The 1-3 judge on the candidate and its future, the history as context.
+    assert (recipe.reward.interactivity, recipe.reward.interactivity_scale) == ("window", "three_level")
+    gen = recipe.generation
+    assert (gen.candidates, gen.futures, gen.window, gen.max_turns, gen.min_gap) == (2, 3, 4, max_turns, min_gap)
+    assert gen.proactive_share == 0.5 and gen.reuse_futures is False
+    models = recipe.models
+    assert (models.policy.model, models.policy.temperature, models.policy.top_p) == ("gpt-4o", temperature, 0.9)
+    assert (models.user.model, models.user.temperature, models.user.top_p) == (user, 1.0, 1.0)
+    assert (models.judge.backend, models.judge.model, models.judge.temperature, models.judge.top_p) == (
+        "anthropic", "claude-3-5-sonnet-20240620", 0.2, 0.9)
+    header = (RECIPES / "paper" / f"{name}.yaml").read_text().split("\ntask:")[0]
+    assert "Wuyxin/collabllm, branch review" in header and "generate_conv_dpo.sh:43" in header
+    if task == "document":  # the newest articles are the test part, unshuffled
+        assert recipe.task.source.select.split.shuffle == "none" and recipe.eval.part == "test"
+    if task == "code":  # the part labels shuffled with seed 42, dealt in order
+        assert recipe.task.source.select.split.model_dump()["shuffle"] == "labels"
+        assert recipe.task.options["pass_mode"] == "all"
+    if task == "math":
+        assert recipe.task.options == {"accuracy": "judge"}
 
 
 def test_the_math_preset_judges_as_the_reference_does():
