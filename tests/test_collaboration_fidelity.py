@@ -294,7 +294,7 @@ def three_level_judge(level: int):
 
     def script(call: ScriptCall) -> str:
         prompt = call.messages[-1]["content"]
-        if "as 1, 2 or 3" in prompt:
+        if scripts.THREE_LEVEL_PROMPT in prompt:
             return json.dumps({"thought": "scripted", "interactivity": level})
         return scripts.judge(call)
 
@@ -307,7 +307,7 @@ def test_the_three_level_judge_rates_1_to_3_and_scores_the_rating_over_3(server,
                                             "reward.interactivity_scale": "three_level"})
     assert result.exit_code == 0, result.output
     prompts = interactivity_prompts(server)
-    assert prompts and all("as 1, 2 or 3" in p and "<<<EVALUATE" in p for p in prompts)
+    assert prompts and all(scripts.THREE_LEVEL_PROMPT in p and "<<<EVALUATE" in p for p in prompts)
     candidates = read_shards(out, "candidates")
     futures = [f for futures in candidates["futures"].to_list() for f in futures]
     assert futures and all(f["metrics"]["interactivity"] == pytest.approx(2 / 3) for f in futures)
