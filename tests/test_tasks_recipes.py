@@ -13,6 +13,7 @@ from collabgen.cli import app
 from collabgen.config.recipe import Recipe
 from collabgen.engine.multiturn_reward import token_penalty
 from collabgen.tasks.recipe_check import load_recipe
+from tests import scripts
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import RECIPES, SEEDS, read_shards, recipe_from_file, write_recipe
 from tests.scripts import install_math
@@ -183,3 +184,26 @@ def test_math_recipe_runs_end_to_end_and_writes_the_math_card(tmp_path):
     card = (out / "README.md").read_text()
     # Local seeds: the card does not claim they are MATH (see tests/test_card.py for the benchmark).
     assert "license: other" in card and "hendrycks2021math" not in card and "math.jsonl" in card
+
+
+def test_the_paper_math_preset_runs_with_the_three_level_judge_and_every_token_counted(tmp_path):
+    from collabgen.tasks.reference_metrics import cl100k_tokens
+
+    with FakeLLMServer() as server:
+        install_math(server)
+        out = tmp_path / "out"
+        # The scripted judge grades no accuracy prompt: accuracy from the boxed answer here.
+        recipe = recipe_from_file("paper/math", server.base_url, out, SEEDS / "math.jsonl",
+                                  **{"task.limit": 2, "generation.max_turns": 2, "task.options": {}})
+        result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "math.yaml", recipe))])
+        prompts = [c.body["messages"][-1]["content"] for c in server.calls_for(scripts.JUDGE)]
+    assert result.exit_code == 0, result.output
+    assert any(scripts.THREE_LEVEL_PROMPT in p for p in prompts)
+    candidates = read_shards(out, "candidates")
+    futures = [f for row in candidates["futures"].to_list() for f in row]
+    # The scripted judge answers 3 or 1: each future scores 1 or 1/3, never the unit scale's 0.9 / 0.2.
+    assert {round(f["metrics"]["interactivity"], 9) for f in futures} <= {1.0, round(1 / 3, 9)}
+    # Every future's penalty counts its users' words: at least lambda x their cl100k tokens.
+    for f in futures:
+        users = sum(cl100k_tokens(m["content"]) for m in f["messages"] if m["role"] == "user")
+        assert -f["metrics"]["token_penalty"] >= 5e-4 * users > 0
