@@ -134,10 +134,15 @@ def math_policy(call: ScriptCall) -> str:
     return f"Let me work it out step by step. The answer is $\\boxed{{{guess if right else guess + 1}}}$."
 
 
+THREE_LEVEL_PROMPT = "as 1, 2 or 3"
+"""What the three-level interactivity prompt (`reward.interactivity_scale: three_level`) asks."""
+
+
 def judge(call: ScriptCall) -> str:
     """Interactivity: high when the rated assistant part (the window, or the whole
-    conversation under `reward.interactivity: conversation`) asks a question; a math
-    extraction gets the last boxed answer (`answer` is required by its schema)."""
+    conversation under `reward.interactivity: conversation`) asks a question (0.9, or 3 on
+    the three-level prompt), low otherwise (0.2, or 1); a math extraction gets the last
+    boxed answer (`answer` is required by its schema)."""
     prompt = call.messages[-1]["content"]
     if '{"answer"' in prompt:  # math extraction (a reply cut short lost its box): the schema needs `answer`
         boxed = re.findall(r"\\boxed\{([^{}]*)\}", prompt)
@@ -145,6 +150,8 @@ def judge(call: ScriptCall) -> str:
     evaluated = _between(prompt, "<<<EVALUATE", "EVALUATE>>>") or _between(prompt, "<<<CONVERSATION", "CONVERSATION>>>")
     assistant_lines = [line for line in evaluated.splitlines() if line.startswith("ASSISTANT:")]
     asks = any("?" in line for line in assistant_lines)
+    if THREE_LEVEL_PROMPT in prompt:
+        return json.dumps({"thought": "scripted", "interactivity": 3 if asks else 1})
     return json.dumps({"thought": "scripted", "interactivity": 0.9 if asks else 0.2})
 
 

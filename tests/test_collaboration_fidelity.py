@@ -5,7 +5,9 @@
 - the next real user message comes from the best candidate's longest future;
 - proactive candidates are sampled under the proactive system prompt, plain ones under
   `generation.system_prompt`, and rows carry `generation.row_system_prompt`;
-- the interactivity judge rates the window by default, the whole conversation on request.
+- the interactivity judge rates the window by default, the whole conversation on request;
+- the paper-era options: the three-level judge (rating / 3) and the token penalty over
+  every message of the window.
 """
 
 from __future__ import annotations
@@ -282,3 +284,77 @@ def test_reward_interactivity_conversation_rates_the_whole_conversation(server, 
 def test_an_unknown_interactivity_mode_is_a_recipe_error():
     with pytest.raises(RecipeError, match="reward.interactivity"):
         Recipe.from_dict(math_recipe("http://127.0.0.1:9/v1", Path("out"), **{"reward.interactivity": "turn"}))
+
+
+# --------------------------------------------------------------------------- the paper-era judge scale and token count
+
+
+def three_level_judge(level: int):
+    """The scripted judge, but rating interactivity `level` (1..3) on the three-level prompt."""
+
+    def script(call: ScriptCall) -> str:
+        prompt = call.messages[-1]["content"]
+        if scripts.THREE_LEVEL_PROMPT in prompt:
+            return json.dumps({"thought": "scripted", "interactivity": level})
+        return scripts.judge(call)
+
+    return script
+
+
+def test_the_three_level_judge_rates_1_to_3_and_scores_the_rating_over_3(server, tmp_path):
+    server.set_script(JUDGE, three_level_judge(2))
+    result, out = run(server, tmp_path, **{"task.limit": 1, "generation.max_turns": 2,
+                                            "reward.interactivity_scale": "three_level"})
+    assert result.exit_code == 0, result.output
+    prompts = interactivity_prompts(server)
+    assert prompts and all(scripts.THREE_LEVEL_PROMPT in p and "<<<EVALUATE" in p for p in prompts)
+    candidates = read_shards(out, "candidates")
+    futures = [f for futures in candidates["futures"].to_list() for f in futures]
+    assert futures and all(f["metrics"]["interactivity"] == pytest.approx(2 / 3) for f in futures)
+    assert all(m["interactivity"] == pytest.approx(2 / 3) for m in candidates["metrics"].to_list())
+
+
+def test_a_three_level_rating_outside_1_to_3_is_asked_again(server, tmp_path):
+    server.set_script(JUDGE, three_level_judge(0))  # a unit-scale answer, not a level
+    result, _ = run(server, tmp_path, **{"task.limit": 1, "generation.max_turns": 1,
+                                          "reward.interactivity_scale": "three_level"})
+    assert result.exit_code != 0
+    assert len(interactivity_prompts(server)) > 2  # every bad rating was asked again
+
+
+def test_the_three_level_scale_rates_the_window_only():
+    with pytest.raises(RecipeError, match="three_level rates the window"):
+        Recipe.from_dict(math_recipe("http://127.0.0.1:9/v1", Path("out"), **{
+            "reward.interactivity": "conversation", "reward.interactivity_scale": "three_level"}))
+
+
+def test_the_new_reward_options_leave_default_fingerprints_alone():
+    default = Recipe.from_dict(math_recipe("http://127.0.0.1:9/v1", Path("out")))
+    assert "interactivity_scale" not in default.semantic()["reward"]
+    assert "over" not in default.semantic()["reward"]["token_penalty"]
+    paper = Recipe.from_dict(math_recipe("http://127.0.0.1:9/v1", Path("out"), **{
+        "reward.interactivity_scale": "three_level", "reward.token_penalty.over": "all"}))
+    assert paper.fingerprint() != default.fingerprint()
+    assert paper.semantic()["reward"]["token_penalty"]["over"] == "all"
+
+
+def test_token_penalty_over_all_counts_the_future_users_messages_too(server, tmp_path):
+    from collabgen.tasks.reference_metrics import cl100k_tokens
+
+    shape = {"task.limit": 2, "generation.max_turns": 1}
+    first, assistant_only = run(server, tmp_path, "assistant", **shape)
+    second, every_message = run(server, tmp_path, "all", **shape, **{"reward.token_penalty.over": "all"})
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    lambda_ = 5e-4  # tests.helpers.math_recipe
+    pairs = zip(read_shards(assistant_only, "candidates").iter_rows(named=True),
+                read_shards(every_message, "candidates").iter_rows(named=True), strict=True)
+    counted = 0
+    for before, after in pairs:
+        for old, new in zip(before["futures"], after["futures"], strict=True):
+            assert new["messages"] == old["messages"]  # the same futures, only the count differs
+            user_tokens = sum(cl100k_tokens(m["content"]) for m in new["messages"] if m["role"] == "user")
+            assert user_tokens > 0
+            penalty = new["metrics"]["token_penalty"] - old["metrics"]["token_penalty"]
+            assert penalty == pytest.approx(-lambda_ * user_tokens)
+            counted += 1
+    assert counted >= 4

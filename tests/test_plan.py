@@ -67,7 +67,8 @@ def test_plan_makes_no_call_and_needs_no_server(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mediumdoc", "bigcodebench", "math", "eval/abgcoqa", "collabllm/math",
-                                  "collabllm/mediumdoc", "collabllm/bigcodebench"])
+                                  "collabllm/mediumdoc", "collabllm/bigcodebench", "paper/math",
+                                  "paper/mediumdoc", "paper/bigcodebench"])
 def test_plan_on_a_shipped_recipe_opens_no_network_and_says_what_it_did_not_check(name, monkeypatch):
     import datasets
     from typer.testing import CliRunner

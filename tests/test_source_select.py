@@ -302,3 +302,50 @@ def test_a_selecting_source_config_round_trips():
     source = SourceConfig(path=Path("x.jsonl"), select={"where": {"level": "Level 5"}, "sort_by": "t", "top": 3})
     config = TaskConfig(type="math", source=source)
     assert config.source.select is not None and config.source.select.top == 3
+
+
+def paper_medium(items: list[dict]) -> dict[str, set[int]]:
+    """The paper-era code's Medium split (Wuyxin/collabllm, review branch,
+    collabllm/datasets/medium.py:55-63), inline: no shuffle; the newest int(N * 0.005)
+    articles are test and the int(N * 0.02) before them train."""
+    full = sorted((row for row in items if row["timestamp"] is not None), key=lambda x: x["timestamp"])
+    n_test, n_train = int(len(full) * 0.005), int(len(full) * 0.02)
+    return {"test": {r["id"] for r in full[-n_test:]} if n_test else set(),
+            "train": {r["id"] for r in full[-n_test - n_train:len(full) - n_test]}}
+
+
+def test_an_unshuffled_split_is_the_paper_era_chronological_medium_split():
+    checked = 0
+    for n in range(200, 1400, 97):
+        items = medium_items(n)
+        expected = paper_medium(items)
+        kept = {part: {r["id"] for r in select(items, **MEDIUM_PARTS, split={"part": part, "shuffle": "none"})}
+                for part in ("train", "test")}
+        assert kept == expected, n
+        checked += bool(expected["test"])
+    assert checked
+    # Not the reference's shuffled split: the test part is the newest rows.
+    newest = select(medium_items(1000), **MEDIUM_PARTS, split={"part": "test", "shuffle": "none"})
+    rest = select(medium_items(1000), **MEDIUM_PARTS, split={"part": "train", "shuffle": "none"})
+    assert min(r["timestamp"] for r in newest) >= max(r["timestamp"] for r in rest)
+
+
+def test_a_label_shuffled_split_is_the_paper_era_bigcodebench_split():
+    items = [{"task_id": f"BigCodeBench/{i}"} for i in range(1140)]
+    # collabllm/datasets/bigcodebench.py:35-39 (review branch): the labels are shuffled.
+    splits = ["train"] * int(len(items) * 0.8) + ["test"] * (len(items) - int(len(items) * 0.8))
+    random.seed(42)
+    random.shuffle(splits)
+    expected = {part: {r["task_id"] for r, s in zip(items, splits) if s == part} for part in ("train", "test")}
+    kept = {part: {r["task_id"] for r in select(items, split={"seed": 42, "train_fraction": 0.8, "part": part,
+                                                                "shuffle": "labels"})}
+            for part in ("train", "test")}
+    assert kept == expected
+    positions = {r["task_id"] for r in select(items, split={"seed": 42, "train_fraction": 0.8, "part": "train"})}
+    assert positions != expected["train"]  # the reference's split (positions shuffled) is another one
+
+
+def test_the_split_shuffle_is_left_out_of_dumps_at_its_default():
+    assert "shuffle" not in SelectConfig(split={"seed": 42, "train_fraction": 0.8}).model_dump()["split"]
+    assert SelectConfig(split={"seed": 42, "train_fraction": 0.8, "shuffle": "labels"}).model_dump()["split"][
+        "shuffle"] == "labels"

@@ -1,5 +1,6 @@
 """The shipped recipes: every one validates; the defaults keep the paper's formula, the
-`recipes/collabllm/` presets carry the reference code's numbers, and the math one runs."""
+`recipes/collabllm/` presets carry the reference code's numbers, the `recipes/paper/` ones
+the paper-era code's, and the math one runs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collabgen.cli import app
 from collabgen.config.recipe import Recipe
 from collabgen.engine.multiturn_reward import token_penalty
 from collabgen.tasks.recipe_check import load_recipe
+from tests import scripts
 from tests.fakeserver import FakeLLMServer
 from tests.helpers import RECIPES, SEEDS, read_shards, recipe_from_file, write_recipe
 from tests.scripts import install_math
@@ -22,6 +24,13 @@ PRESETS = {
     "math": ("math", {"accuracy": 1.0, "interactivity": 0.5, "token_penalty": 0.5}),
     "mediumdoc": ("document", {"bleu_nltk": 1.0, "token_penalty": 0.1}),
     "bigcodebench": ("code", {"pass_rate": 1.0, "token_penalty": 0.5}),
+}
+PAPER = {
+    # name: (task, reward weights, lambda, user model, policy temperature, max_turns, min_gap)
+    "math": ("math", {"accuracy": 1.0, "interactivity": 1.0, "token_penalty": 1.0}, 5e-4, "gpt-4o-mini", 0.6, 6, 0.05),
+    "mediumdoc": ("document", {"bleu_nltk": 1.0, "token_penalty": 1.0}, 1e-4, "gpt-4o", 0.8, 8, 0.02),
+    "bigcodebench": ("code", {"pass_rate": 1.0, "interactivity": 1.0, "token_penalty": 1.0}, 5e-4, "gpt-4o-mini",
+                     0.5, 8, 0.02),
 }
 ALL = sorted(p.relative_to(RECIPES).with_suffix("").as_posix() for p in RECIPES.rglob("*.yaml"))
 
@@ -35,7 +44,8 @@ def _keys(monkeypatch):
 
 
 def test_the_shipped_recipes_are_the_ones_this_file_checks():
-    assert set(ALL) == {*DEFAULTS, *(f"collabllm/{n}" for n in PRESETS), "eval/abgcoqa", "custom_qa"}
+    assert set(ALL) == {*DEFAULTS, *(f"collabllm/{n}" for n in PRESETS), *(f"paper/{n}" for n in PAPER),
+                        "eval/abgcoqa", "custom_qa"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -116,6 +126,35 @@ def test_the_collabllm_presets_carry_the_reference_codes_numbers(name, spec):
         assert got == pytest.approx(per_thousand * tokens / 1000, abs=1e-12)
 
 
+@pytest.mark.parametrize(("name", "spec"), PAPER.items())
+def test_the_paper_presets_carry_the_paper_era_codes_numbers(name, spec):
+    task, weights, lambda_, user, temperature, max_turns, min_gap = spec
+    recipe = load_recipe(RECIPES / "paper" / f"{name}.yaml")
+    assert recipe.task.type == task and recipe.reward.weights == weights and recipe.task.limit == 500
+    # reward = llm_rw + task - min(cost_weight * tokens, 1), every message after the history counted.
+    penalty = recipe.reward.token_penalty
+    assert (penalty.lambda_, penalty.cap, penalty.over) == (lambda_, 1.0, "all")
+    # The 1-3 judge on the candidate and its future, the history as context.
+    assert (recipe.reward.interactivity, recipe.reward.interactivity_scale) == ("window", "three_level")
+    gen = recipe.generation
+    assert (gen.candidates, gen.futures, gen.window, gen.max_turns, gen.min_gap) == (2, 3, 4, max_turns, min_gap)
+    assert gen.proactive_share == 0.5 and gen.reuse_futures is False
+    models = recipe.models
+    assert (models.policy.model, models.policy.temperature, models.policy.top_p) == ("gpt-4o", temperature, 0.9)
+    assert (models.user.model, models.user.temperature, models.user.top_p) == (user, 1.0, 1.0)
+    assert (models.judge.backend, models.judge.model, models.judge.temperature, models.judge.top_p) == (
+        "anthropic", "claude-3-5-sonnet-20240620", 0.2, 0.9)
+    header = (RECIPES / "paper" / f"{name}.yaml").read_text().split("\ntask:")[0]
+    assert "Wuyxin/collabllm, branch review" in header and "generate_conv_dpo.sh:43" in header
+    if task == "document":  # the newest articles are the test part, unshuffled
+        assert recipe.task.source.select.split.shuffle == "none" and recipe.eval.part == "test"
+    if task == "code":  # the part labels shuffled with seed 42, dealt in order
+        assert recipe.task.source.select.split.model_dump()["shuffle"] == "labels"
+        assert recipe.task.options["pass_mode"] == "all"
+    if task == "math":
+        assert recipe.task.options == {"accuracy": "judge"}
+
+
 def test_the_math_preset_judges_as_the_reference_does():
     recipe = Recipe.from_yaml(RECIPES / "collabllm" / "math.yaml")
     assert recipe.task.options == {"accuracy": "judge"} and recipe.reward.interactivity == "conversation"
@@ -150,3 +189,26 @@ def test_math_recipe_runs_end_to_end_and_writes_the_math_card(tmp_path):
     card = (out / "README.md").read_text()
     # Local seeds: the card does not claim they are MATH (see tests/test_card.py for the benchmark).
     assert "license: other" in card and "hendrycks2021math" not in card and "math.jsonl" in card
+
+
+def test_the_paper_math_preset_runs_with_the_three_level_judge_and_every_token_counted(tmp_path):
+    from collabgen.tasks.reference_metrics import cl100k_tokens
+
+    with FakeLLMServer() as server:
+        install_math(server)
+        out = tmp_path / "out"
+        # The scripted judge grades no accuracy prompt: accuracy from the boxed answer here.
+        recipe = recipe_from_file("paper/math", server.base_url, out, SEEDS / "math.jsonl",
+                                  **{"task.limit": 2, "generation.max_turns": 2, "task.options": {}})
+        result = CliRunner().invoke(app, ["run", str(write_recipe(tmp_path / "math.yaml", recipe))])
+        prompts = [c.body["messages"][-1]["content"] for c in server.calls_for(scripts.JUDGE)]
+    assert result.exit_code == 0, result.output
+    assert any(scripts.THREE_LEVEL_PROMPT in p for p in prompts)
+    candidates = read_shards(out, "candidates")
+    futures = [f for row in candidates["futures"].to_list() for f in row]
+    # The scripted judge answers 3 or 1: each future scores 1 or 1/3, never the unit scale's 0.9 / 0.2.
+    assert {round(f["metrics"]["interactivity"], 9) for f in futures} <= {1.0, round(1 / 3, 9)}
+    # Every future's penalty counts its users' words: at least lambda x their cl100k tokens.
+    for f in futures:
+        users = sum(cl100k_tokens(m["content"]) for m in f["messages"] if m["role"] == "user")
+        assert -f["metrics"]["token_penalty"] >= 5e-4 * users > 0

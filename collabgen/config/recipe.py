@@ -66,6 +66,18 @@ class SplitConfig(_Strict):
     train_fraction: float | None = Field(default=None, gt=0, lt=1, exclude_if=lambda value: value is None)
     part: Literal["train", "test"] = "train"
     test_first: bool = False
+    # Left out of dumps at its default, so recipes that do not give it keep their fingerprint.
+    shuffle: Literal["positions", "labels", "none"] = Field(
+        default="positions",
+        exclude_if=lambda value: value == "positions",
+        description=(
+            "`positions` (default): the rows' positions are shuffled and the first ones make the first part "
+            "(the reference's way); `labels`: a list of part labels (the first part's first) is shuffled and "
+            "dealt to the rows in order (the paper-era BigCodeBench split, `random.shuffle(splits)`); `none`: "
+            "no shuffle, the first rows make the first part (the paper-era Medium split: after an ascending "
+            "sort the newest rows are test)"
+        ),
+    )
 
 
 class TopParts(_Strict):
@@ -360,6 +372,17 @@ class TokenPenaltyConfig(_Strict):
 
     lambda_: float = Field(default=5e-4, alias="lambda", ge=0)
     cap: float | None = Field(default=1.0, ge=0)
+    # Left out of dumps at its default, so recipe fingerprints made before it existed stay.
+    over: Literal["assistant", "all"] = Field(
+        default="assistant",
+        exclude_if=lambda value: value == "assistant",
+        description=(
+            "which messages of the window are counted: `assistant` (default), the candidate's and its "
+            "future's assistant replies; `all`, the future's user messages too, as the paper-era code "
+            "counts every message after the history (their text's cl100k tokens: the simulator's usage "
+            "holds its private thought, which no chat shows)"
+        ),
+    )
 
 
 class RewardConfig(_Strict):
@@ -372,6 +395,23 @@ class RewardConfig(_Strict):
     with the earlier conversation as context (`prompts/interactivity_judge.j2`), so the
     score is about what this candidate changes; `conversation`: the whole conversation,
     as the reference does (`prompts/interactivity_conversation_judge.j2`)."""
+    interactivity_scale: Literal["unit", "three_level"] = Field(
+        default="unit",
+        exclude_if=lambda value: value == "unit",  # left out at its default: fingerprints do not change
+        description=(
+            "how the judge rates: `unit` (default), a number from 0 to 1; `three_level`, 1, 2 or 3 "
+            "(low, moderate, high), scored rating / 3 as the paper-era code rescales it "
+            "(`prompts/interactivity_three_level_judge.j2`; window only)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _three_level_rates_the_window(self) -> RewardConfig:
+        # The paper-era judge rates the follow-up with the history as context: the window.
+        if self.interactivity_scale == "three_level" and self.interactivity != "window":
+            raise ValueError("interactivity_scale: three_level rates the window (interactivity: window), "
+                             "as the paper-era judge rates the follow-up with the history as context")
+        return self
 
 
 class CardConfig(_Strict):

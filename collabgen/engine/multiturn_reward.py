@@ -23,6 +23,7 @@ from collabgen.models.usage import UsageSink
 from collabgen.prompting import Prompts
 from collabgen.tasks.base import USER_DRIFT, SeedModel, Task, transcript
 from collabgen.tasks.recipe_check import computed_metrics
+from collabgen.tasks.reference_metrics import cl100k_tokens
 
 if TYPE_CHECKING:
     from collabgen.sandbox import Sandbox
@@ -75,16 +76,34 @@ class Scored:
     flags: list[str] = field(default_factory=list)
 
 
-INTERACTIVITY_TEMPLATES = {"window": "interactivity_judge", "conversation": "interactivity_conversation_judge"}
-"""The interactivity judge's template per `reward.interactivity`."""
+INTERACTIVITY_TEMPLATES = {
+    ("window", "unit"): "interactivity_judge",
+    ("conversation", "unit"): "interactivity_conversation_judge",
+    ("window", "three_level"): "interactivity_three_level_judge",
+}
+"""The interactivity judge's template per (`reward.interactivity`, `reward.interactivity_scale`)."""
+
+THREE_LEVELS = (1, 2, 3)
+"""The paper-era judge's ratings (`collabllm/prompts/llm_judge/*.txt` on its review branch)."""
 
 
 def token_penalty(tokens: int, reward: RewardConfig) -> float:
-    """-min(lambda * tokens, cap): the cost of the assistant's words in the window (no cap
-    when `cap` is null)."""
+    """-min(lambda * tokens, cap): the cost of the words in the window (no cap when `cap`
+    is null)."""
     cost = reward.token_penalty.lambda_ * tokens
     cap = reward.token_penalty.cap
     return -(cost if cap is None else min(cost, cap))
+
+
+def window_tokens(candidate: Candidate, future: Future, over: str) -> int:
+    """The tokens the penalty counts: the candidate's and the future's assistant replies
+    (server usage); with `over: all` also the future's user messages, as cl100k tokens of
+    their text, since the simulator's usage counts its private thought, which no chat holds
+    (the paper-era code counts every message after the history)."""
+    tokens = candidate.tokens + sum(t for m, t in zip(future.messages, future.tokens) if m["role"] == "assistant")
+    if over == "all":
+        tokens += sum(cl100k_tokens(m["content"]) for m in future.messages if m["role"] == "user")
+    return tokens
 
 
 def interactivity_score(reply: dict[str, Any]) -> float:
@@ -92,6 +111,18 @@ def interactivity_score(reply: dict[str, Any]) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"interactivity {value} outside 0..1")
     return value
+
+
+def three_level_score(reply: dict[str, Any]) -> float:
+    """Rating / 3, so 1, 2, 3 score 1/3, 2/3, 1: the paper-era judge's rescale
+    (`collabllm/metrics/llm_judge.py:8,50`, `lambda x: x/3.0`), whose lowest rating is not 0."""
+    value = reply["interactivity"]
+    if isinstance(value, bool) or value not in THREE_LEVELS:
+        raise ValueError(f"interactivity {value!r} is not 1, 2 or 3")
+    return value / 3.0
+
+
+SCORE_OF_SCALE = {"unit": interactivity_score, "three_level": three_level_score}
 
 
 class Scorer:
@@ -120,7 +151,7 @@ class Scorer:
     ) -> None:
         """Metrics and MR of one future; `seed_scope` is (run seed, conversation)."""
         evaluated = [{"role": "assistant", "content": candidate.text}, *future.messages]
-        tokens = candidate.tokens + sum(t for m, t in zip(future.messages, future.tokens) if m["role"] == "assistant")
+        tokens = window_tokens(candidate, future, self.reward.token_penalty.over)
         scored = await self.score_conversation(seed, history, evaluated, tokens, seed_scope)
         estimated = candidate.tokens_estimated or bool(future.estimated)  # the penalty read an estimate
         drifted = self.task.drifted_user(seed, future.messages) is not None  # the user did the assistant's work
@@ -156,16 +187,15 @@ class Scorer:
 
     def judge_interactivity(self, tools: FutureTools, history: list[Message], evaluated: list[Message]) -> Any:
         """The judge's 0..1 interactivity: of `evaluated` in the light of `history` (`window`),
-        or of the two as one conversation (`conversation`, the reference's way)."""
-        if self.reward.interactivity == "conversation":
-            return tools.judge_json(
-                INTERACTIVITY_TEMPLATES["conversation"], stage="interactivity", validate=interactivity_score,
-                conversation=transcript([*history, *evaluated]),
-            )
-        return tools.judge_json(
-            INTERACTIVITY_TEMPLATES["window"], stage="interactivity", validate=interactivity_score,
-            history=transcript(history), evaluated=transcript(evaluated),
-        )
+        or of the two as one conversation (`conversation`, the reference's way); on the
+        recipe's `interactivity_scale`."""
+        mode, scale = self.reward.interactivity, self.reward.interactivity_scale
+        template, validate = INTERACTIVITY_TEMPLATES[(mode, scale)], SCORE_OF_SCALE[scale]
+        if mode == "conversation":
+            return tools.judge_json(template, stage="interactivity", validate=validate,
+                                    conversation=transcript([*history, *evaluated]))
+        return tools.judge_json(template, stage="interactivity", validate=validate,
+                                history=transcript(history), evaluated=transcript(evaluated))
 
     def weighted(self, metrics: dict[str, float]) -> float:
         """sum(weight * metric): a future's score (its candidate's MR is the mean over futures)."""

@@ -11,7 +11,8 @@ Stages, in order, on source columns (before `task.source.fields` maps them):
    rows, the reference's Medium count, exactly.
 3. `split`: the kept rows' positions (in source order; after a sort, in ascending key
    order, as the reference lists them) shuffled with `random.Random(seed)`, as the
-   reference does for BigCodeBench and Medium; `part` keeps train or test. With
+   reference does for BigCodeBench and Medium (`shuffle: labels` / `none`: the paper-era
+   code's BigCodeBench and Medium splits); `part` keeps train or test. With
    `top_parts` and no `train_fraction`, the train part has `int(N * train)` rows.
 4. `max_tokens`: rows whose column has more cl100k tokens than the limit are skipped.
 
@@ -196,16 +197,22 @@ def _split_mask(n: int, split: SplitConfig, n_train: int | None = None) -> bytea
     """One byte per position: 1 for the positions of `split.part`. The reference's way:
     `random.Random(seed).shuffle(list(range(n)))`, the first `int(n * train_fraction)` train
     (with `test_first`, the first `n - int(n * train_fraction)` test); `n_train` (from
-    `top_parts`) gives the train count instead."""
+    `top_parts`) gives the train count instead. `shuffle: labels` deals the shuffled list of
+    part labels to the positions in order instead (row j takes label `order[j]`), as the
+    paper-era code splits BigCodeBench; `shuffle: none` keeps the order (its Medium split)."""
     order = list(range(n))
-    random.Random(split.seed).shuffle(order)
+    if split.shuffle != "none":
+        random.Random(split.seed).shuffle(order)
     if n_train is None:
         assert split.train_fraction is not None  # the recipe check: a split is sized once
         n_train = int(n * split.train_fraction)
     n_train = min(n_train, n)  # fewer rows than counted: the source changed between its reads
     first, first_part = (n - n_train, "test") if split.test_first else (n_train, "train")
+    mine = split.part == first_part
+    if split.shuffle == "labels":
+        return bytearray((label < first) == mine for label in order)
     mask = bytearray(n)
-    chosen = order[:first] if split.part == first_part else order[first:]
+    chosen = order[:first] if mine else order[first:]
     for position in chosen:
         mask[position] = 1
     return mask
