@@ -413,7 +413,7 @@ def write_report(path: Path, command: str, setup: Setup, max_turns: int, elapsed
     return text
 
 
-KEPT_SECTIONS = ("prefix-cache", "mr-accuracy", "view-scale")
+KEPT_SECTIONS = ("prefix-cache", "mr-accuracy", "view-scale", "reward-throughput")
 """Sections other commands write between `<!-- NAME:begin -->` markers: `bench.prefix_cache`
 (a real vLLM server, not this fake one), `bench.mr_accuracy` and `bench.view_scale` (no
 server at all)."""

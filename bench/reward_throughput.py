@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from bench.report import write_marked_section
 from bench.run import Server, Setup
 
 POLICY, USER, JUDGE = "policy-model", "user-sim", "judge-model"
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--futures", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md",
+                        help="the RESULTS.md whose reward-throughput section to write")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         seeds = Path(tmp) / "seeds.jsonl"
@@ -113,13 +116,19 @@ def main() -> None:
     chain = critical_path(args.window)
     bound = max(chain * args.latency, len(served) * args.latency / args.slots)
     failed = sum(r.score is None for r in results)
-    print(f"batch {args.batch} completions, S = {args.futures}, w = {args.window}, L = {args.latency * 1000:.0f} ms, "
-          f"K = {args.slots}")
-    print(f"cold: {cold:.2f} s ({args.batch / cold:.1f} rewards/s), {len(served)} calls served, critical path "
+    lines = [f"batch {args.batch} completions, S = {args.futures}, w = {args.window}, L = {args.latency * 1000:.0f} ms, "
+          f"K = {args.slots}",
+             f"cold: {cold:.2f} s ({args.batch / cold:.1f} rewards/s), {len(served)} calls served, critical path "
           f"{chain} calls; bound max({chain} x L, {len(served)} x L / K) = {bound:.2f} s; efficiency "
-          f"{bound / cold:.2f}; {failed} without a reward")
-    print(f"warm (same batch again): {warm:.3f} s ({args.batch / warm:.0f} rewards/s), {rewarm} new calls, "
-          f"same rewards: {[r.score for r in again] == [r.score for r in results]}")
+          f"{bound / cold:.2f}; {failed} without a reward",
+             f"warm (same batch again): {warm:.3f} s ({args.batch / warm:.0f} rewards/s), {rewarm} new calls, "
+          f"same rewards: {[r.score for r in again] == [r.score for r in results]}"]
+    print("\n".join(lines))
+    if args.results is not None:
+        write_marked_section(args.results, "reward-throughput", "\n".join([
+            "## Online reward throughput", "",
+            f"`python -m bench.reward_throughput --batch {args.batch} --latency {args.latency} --slots {args.slots}`:", "",
+            *(f"- {line}" for line in lines)]))
 
 
 if __name__ == "__main__":
