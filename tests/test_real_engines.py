@@ -200,24 +200,29 @@ class TestServed:
         assert counters["vllm:prefix_cache_queries"] > 0 and prefix_hit_rate(counters) is not None
 
     def test_a_json_reply_over_a_small_budget_grows_to_fit_or_fails_as_truncated(self, server, tmp_path):
-        """48 tokens for every role (issue #19): the simulator's JSON (a 400-character thought,
-        a 1,200-character message) is cut, asked again at 96 and 192 (the default cap), and,
-        still cut there, its conversation fails as truncated, not as a format error asked
-        four times over.
-        With room to grow (max_tokens_cap), the same budget ends in a finished run."""
+        """A small budget (issue #19): the simulator's JSON (a 400-character thought, a
+        1,200-character message) is cut at 24 tokens, asked again at 48 and 96 (the default
+        cap, 4x), and, still cut there, its conversation fails as truncated, not as a format
+        error asked four times over.
+        With room to grow (max_tokens_cap), 48 tokens for every role end in a finished run.
+
+        How long the random model's JSON runs depends on how the server batches concurrent
+        requests (CPU numerics), so the test asks that some conversation was cut and that
+        every failure is a truncation at the cap, not that every conversation was cut."""
         small = {role: {**config, "max_tokens": 48} for role, config in self.served_roles(server).items()}
-        small["user"].pop("max_tokens_cap")
+        cut = {**small, "user": {**small["user"], "max_tokens": 24}}
+        cut["user"].pop("max_tokens_cap")
         out = tmp_path / "cut"
-        result = run_cli("run", str(write_recipe(tmp_path / "cut.yaml", recipe(out, small, 2))))
+        result = run_cli("run", str(write_recipe(tmp_path / "cut.yaml", recipe(out, cut, 2))))
         assert result.exit_code == 1, result.output
         failures = manifest(out)["failures"]
-        assert len(failures) == 2
+        assert failures
         for failure in failures:
             reason = failure["reason"]
-            assert reason.startswith("truncated: user (tiny)") and "max_tokens=192" in reason, reason
-            assert "format" not in reason  # not asked again at 192 as a format error
+            assert reason.startswith("truncated: user (tiny)") and "max_tokens=96" in reason, reason
+            assert "format" not in reason  # not asked again at 96 as a format error
 
-        small["user"]["max_tokens_cap"] = 8 * USER_TOKENS
+        small["user"] = {**small["user"], "max_tokens_cap": 8 * USER_TOKENS}
         out = tmp_path / "grown"
         result = run_cli("run", str(write_recipe(tmp_path / "grown.yaml", recipe(out, small, 1))))
         assert result.exit_code == 0, result.output

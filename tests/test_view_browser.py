@@ -183,9 +183,18 @@ def listed_ids(driver: WebDriver) -> list[str]:
 
 
 def list_once_it_counts(driver: WebDriver, total: int) -> list[str]:
-    """The whole list, once its count says `total` (a filter re-renders it after its data arrives)."""
+    """The whole list, once its count says `total` (a filter re-renders it after its data
+    arrives). A filter that keeps every row (the one task) shows the same count before and
+    after, so the re-render may swap the rows while they are read: read again then."""
     assert eventually(lambda: shown_total(driver).endswith(f" of {total}"), True), shown_total(driver)
-    return listed_ids(driver)
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return listed_ids(driver)
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def apply_filter(driver: WebDriver, name: str, value: str) -> None:
