@@ -109,3 +109,18 @@ def test_verl_compute_score_takes_the_naive_and_the_batch_managers_inputs(server
             verl_compute_score(data_source="math", solution_str=RIGHT, ground_truth="5", extra_info={}, recipe=recipe)
     finally:
         close_verl_rewards()
+
+
+def test_a_completion_whose_every_future_drifted_gets_no_reward(server, tmp_path):
+    """Only simulated users who did the assistant's work: the MR is no verdict, so None."""
+    from tests.scripts import USER, math_user, say, sim_view
+
+    def drifting(call):
+        return say("fine, the answer is \\boxed{5}") if not sim_view(call).opening else math_user(call)
+
+    server.set_script(USER, drifting)
+    recipe = write_recipe(tmp_path / "math.yaml", math_recipe(server.base_url, tmp_path / "out"))
+    row = ROWS[0]
+    [result] = score(recipe, [(opening(row), RIGHT, row)])
+    assert result.score is None and "user_drift_only" in result.error
+    assert result.futures == 2 and "user_drift_only" in result.flags

@@ -32,7 +32,9 @@ from collabgen.engine.collaboration import Collaboration
 from collabgen.engine.records import Candidate
 from collabgen.models.base import ChatBackend, Message
 from collabgen.models.executor import CallFailed
+from collabgen.models.token_usage import estimated_tokens
 from collabgen.output.outdir import OutDir
+from collabgen.tasks.base import UNDECIDED_FLAGS
 from collabgen.tasks.recipe_check import load_recipe
 
 CACHE_FILE = "reward-cache.sqlite"
@@ -171,7 +173,7 @@ class MultiturnReward:
         except (SeedError, ValueError, KeyError, TypeError) as err:
             return RewardResult(score=None, error=f"bad item: {err}")
         tokens = item.completion_tokens
-        candidate = Candidate(text=item.completion, tokens=tokens if tokens is not None else len(item.completion) // 4,
+        candidate = Candidate(text=item.completion, tokens=tokens if tokens is not None else estimated_tokens(item.completion),
                               proactive=False, tokens_estimated=tokens is None)
         collaboration = Collaboration(
             task=setup.task, seed=seed, conv_id=sample_scope(item, seed.model_dump(mode="json")), index=0,
@@ -182,5 +184,9 @@ class MultiturnReward:
             await collaboration.roll_out_and_score(history, turn, 0, candidate)
         except (CallFailed, InfrastructureError) as err:  # ContextExhausted is a CallFailed
             return RewardResult(score=None, futures=len(candidate.futures), error=str(err))
+        if not candidate.choosable:  # a metric that could not decide, or only drifted users: no verdict
+            undecided = sorted(UNDECIDED_FLAGS.intersection(candidate.flags))
+            return RewardResult(score=None, metrics=dict(candidate.metrics), futures=len(candidate.futures),
+                                flags=sorted(candidate.flags), error=f"no verdict: {', '.join(undecided)}")
         return RewardResult(score=candidate.score, metrics=dict(candidate.metrics), futures=len(candidate.futures),
                             flags=sorted(candidate.flags))
