@@ -222,8 +222,7 @@ class TestServed:
             assert reason.startswith("truncated: user (tiny)") and "max_tokens=96" in reason, reason
             assert "format" not in reason  # not asked again at 96 as a format error
 
-        small["user"] = {**small["user"], "max_tokens_cap": 8 * USER_TOKENS}
-        out = tmp_path / "grown"
+        out = tmp_path / "grown"  # `small` keeps the roles' max_tokens_cap (8 x USER_TOKENS): room to grow
         result = run_cli("run", str(write_recipe(tmp_path / "grown.yaml", recipe(out, small, 1))))
         assert result.exit_code == 0, result.output
         user = manifest(out)["usage"]["by_role"]["user"]
